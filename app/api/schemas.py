@@ -1,0 +1,133 @@
+"""Request and response bodies of the HTTP API, with their constraints (they are the OpenAPI schema)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from worker.params import DEFAULT_INPUT_PIXEL_SIZE_UM
+
+ID = r"^[0-9a-f]{32}$"
+
+
+class MosaicOut(BaseModel):
+    """An accepted mosaic. The same bytes uploaded again by the same owner give the same id."""
+
+    id: str = Field(pattern=ID)
+    sha256: str
+    width: int
+    height: int
+    bands: int
+    bit_depth: int
+    format: str = Field(description="tiff, png, jpeg or bmp")
+    size_bytes: int
+    filename: str = Field(description="The file name the client sent (informational only).")
+    created_at: float = Field(description="Unix time of the first upload.")
+    existing: bool = Field(False, description="True when these bytes had been uploaded before.")
+
+
+class MosaicList(BaseModel):
+    mosaics: list[MosaicOut]
+
+
+class JobCreate(BaseModel):
+    """Segment an uploaded mosaic. Omitted fields take the engine's defaults."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    mosaic_id: str = Field(pattern=ID, description="From POST /v1/mosaics.")
+    model: str | None = Field(
+        None,
+        min_length=1,
+        max_length=100,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="A model of GET /v1/models; default RCMSEG_DEFAULT_MODEL.",
+    )
+    cam: Literal["cam", "scorecam"] = "cam"
+    step: int = Field(25, ge=1, le=4096, description="Window step in processing pixels (at most the window).")
+    sigma_px: float | None = Field(
+        None, gt=0, le=4096, description="Gaussian stitching sigma; default window/4."
+    )
+    threshold: float | None = Field(None, ge=0, le=1, description="Mask threshold; default the model card's.")
+    pixel_size_um: float = Field(
+        DEFAULT_INPUT_PIXEL_SIZE_UM, gt=0, le=100, description="Input pixel size; sets the downsample factor."
+    )
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    downsample: int | None = Field(None, ge=1, le=64, description="Overrides the factor from pixel_size_um.")
+    mode: Literal["exact", "dense"] = "exact"
+
+
+class JobError(BaseModel):
+    code: str = Field(description="canceled, worker_lost, job_timeout, unreadable_mosaic, ... ")
+    message: str
+
+
+class Layers(BaseModel):
+    """Deep Zoom (DZI) descriptors; tiles are under ``<layer>_files/<level>/<col>_<row>.<ext>``."""
+
+    mosaic: str
+    heatmap: str
+    mask: str
+
+
+class JobResult(BaseModel):
+    summary: dict[str, Any] = Field(description="The engine's summary.json.")
+    layers: Layers
+    geojson: str
+    heatmap_tiff: str
+    mask_tiff: str
+
+
+class JobOut(BaseModel):
+    """A job. ``progress`` runs 0..1 over the stages read, windows and export."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    id: str = Field(pattern=ID)
+    status: Literal["queued", "running", "finished", "failed", "canceled"]
+    mosaic_id: str
+    model: str
+    params: dict[str, Any] = Field(description="The parameters as requested.")
+    reused: bool = Field(
+        description="True in a POST answer that returns an earlier job with the same mosaic, model and "
+        "parameters (finished, or still queued or running) instead of computing again."
+    )
+    cancel_requested: bool
+    progress: float = Field(ge=0, le=1)
+    stage: str | None
+    windows_done: int | None
+    windows_total: int | None
+    eta_s: float | None
+    attempts: int = Field(description="How many times a worker started this job (more than 1 after a crash).")
+    created_at: str | None
+    started_at: str | None
+    finished_at: str | None
+    error: JobError | None
+    result: JobResult | None
+
+
+class JobList(BaseModel):
+    jobs: list[JobOut]
+
+
+class ModelOut(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    name: str = Field(description="The value for a job's 'model' field.")
+    default: bool
+    card: dict[str, Any]
+
+
+class ModelList(BaseModel):
+    models: list[ModelOut]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    ready: bool
+    redis: bool
+    workers: int

@@ -1,0 +1,91 @@
+"""``rcmseg bench``: measure the engine against the bare network on a generated mosaic."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from app.cli._options import positive_int, sigma_type
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("bench", help="benchmark the engine and the bare network in one run")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="model folder or zoo name; default: random-weight efficientnet_b2 (the paper's)",
+    )
+    p.add_argument("--input-size", type=positive_int, default=12000, help="generated mosaic side in px")
+    p.add_argument("--downsample", type=positive_int, default=4)
+    p.add_argument("--step", type=positive_int, default=25)
+    p.add_argument("--sigma", type=sigma_type, default=None)
+    p.add_argument("--mode", choices=["exact", "dense"], default="exact")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument(
+        "--precision",
+        choices=["fp32", "bf16", "fp16"],
+        default=None,
+        help="default fp32 on CPU, bf16 on CUDA",
+    )
+    p.add_argument("--batch-size", type=positive_int, default=None)
+    p.add_argument("--network-iters", type=positive_int, default=10)
+    p.add_argument(
+        "--results",
+        type=Path,
+        default=Path("benchmarks/results"),
+        help="folder for <machine>-<date>.json (default benchmarks/results)",
+    )
+    p.add_argument("--no-save", action="store_true", help="print only")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from worker.bench import BenchConfig, run_bench, save_result, table
+    from worker.checkpoint import load_model
+    from worker.engine import resolve_device
+    from worker.model_zoo import resolve_model
+
+    device = resolve_device(args.device)
+    if args.model is None:
+        from models.card import ModelCard
+        from models.network import create_network
+        from worker.checkpoint import save_model
+
+        folder = Path(tempfile.mkdtemp(prefix="rcmseg-bench-model-")) / "b2"
+        card = ModelCard(
+            name="random-efficientnet_b2",
+            arch="efficientnet_b2",
+            in_chans=1,
+            num_classes=1,
+            window=256,
+            pixel_size_um=2.0,
+            mean=[0.5],
+            std=[0.25],
+            positive_class="aspecific",
+            threshold=0.5,
+        )
+        save_model(folder, create_network("efficientnet_b2"), card)
+        model_dir = folder
+    else:
+        model_dir = resolve_model(args.model)
+    model = load_model(model_dir, device)
+    config = BenchConfig(
+        input_size=args.input_size,
+        downsample=args.downsample,
+        step=args.step,
+        sigma=args.sigma,
+        precision=args.precision or ("bf16" if device.type == "cuda" else "fp32"),
+        batch_size=args.batch_size,
+        mode=args.mode,
+        network_iters=args.network_iters,
+    )
+    result = run_bench(model, config)
+    print(table(result))
+    print(json.dumps(result, indent=2))
+    if not args.no_save:
+        print(f"saved {save_result(result, args.results)}")
+    return 0

@@ -1,0 +1,210 @@
+"""``rcmseg evaluate``: the paper's evaluation of a model on a split of annotated mosaics, in one command.
+
+Patch-level ROC/AUC and accuracy on the split's weakly labelled patches; for every CAM method, step and
+sigma, pixel AUC and the Dice sweep over labelled pixels (pooled and per mosaic) with 1000-fold bootstrap
+intervals; ``report.json``, ``table2.csv``/``table2.md`` (the paper's Table 2), ``roc.png`` and per-mosaic
+panels into ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from app.cli._options import non_negative_int, positive_int, sigma_units
+
+log = logging.getLogger("rcmseg.evaluate")
+
+DEFAULT_SIGMAS = ["none", "1", "2.5", "5", "6", "7", "8", "9", "10"]
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="reproduce the paper's evaluation (Table 2, Dice, ROC, bootstrap) on annotated mosaics",
+        description="The paper's evaluation of a model on a split of annotated mosaics, in one command: "
+        "patch-level ROC/AUC and accuracy, Table 2 (pixel AUC and best Dice per CAM method, step and sigma), "
+        "bootstrap intervals, ROC figure and per-mosaic panels.",
+    )
+    p.add_argument("--model", default=None, help="model folder or zoo name (default: phantom-b2)")
+    p.add_argument("--mosaics", type=Path, required=True, help="folder of {id}.tif + {id}_labels.png")
+    p.add_argument("--out", type=Path, required=True, help="output folder (must be empty unless --overwrite)")
+    p.add_argument("--split", choices=["train", "val", "test", "all"], default="test", help="default test")
+    p.add_argument(
+        "--patches",
+        type=Path,
+        default=None,
+        help="patch table that records the split (default: patches.csv beside or inside --mosaics)",
+    )
+    p.add_argument("--cache", type=Path, default=None, help="patch mosaic cache (default: beside the table)")
+    p.add_argument("--cams", nargs="+", choices=["cam", "scorecam"], default=["cam", "scorecam"])
+    p.add_argument(
+        "--steps", nargs="+", type=positive_int, default=[25, 50, 100], help="window steps in px (25 50 100)"
+    )
+    p.add_argument(
+        "--sigmas",
+        nargs="+",
+        type=sigma_units,
+        default=[sigma_units(s) for s in DEFAULT_SIGMAS],
+        help="Gaussian sigmas in units of the network's output stride (32 px), 'none' for plain averaging "
+        f"(default: {' '.join(DEFAULT_SIGMAS)})",
+    )
+    p.add_argument(
+        "--mode",
+        choices=["exact", "dense", "both"],
+        default="exact",
+        help="exact: the paper's windows; dense: CAM rows from one convolutional pass (windows every 32 px, "
+        "beyond the paper); both",
+    )
+    p.add_argument(
+        "--max-mosaics", type=positive_int, default=None, help="only the first N mosaics of the split"
+    )
+    p.add_argument(
+        "--bootstrap", type=non_negative_int, default=1000, help="bootstrap resamples (default 1000, 0: none)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument(
+        "--scorecam-top-k",
+        type=positive_int,
+        default=None,
+        help="ScoreCAM: score only the k strongest channels per window (default: all, exact)",
+    )
+    p.add_argument(
+        "--scorecam-skip-below",
+        type=float,
+        default=0.0,
+        help="ScoreCAM: zero map for windows with p below this (default 0, exact)",
+    )
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument(
+        "--precision",
+        choices=["fp32", "bf16", "fp16"],
+        default=None,
+        help="default fp32 on CPU, bf16 on CUDA",
+    )
+    p.add_argument("--batch-size", type=positive_int, default=None)
+    p.add_argument(
+        "--threads", type=positive_int, default=None, help="CPU threads for torch (default: torch's)"
+    )
+    p.add_argument(
+        "--pixel-size-um", type=float, default=None, help="mosaic um/px where no manifest.csv gives it"
+    )
+    p.add_argument("--bins", type=positive_int, default=10_000, help="score histogram bins (default 10000)")
+    p.add_argument("--no-panels", action="store_true", help="skip the per-mosaic figures")
+    p.add_argument("--no-histograms", action="store_true", help="skip histograms.npz")
+    p.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from models.errors import InvalidParameter
+
+    if args.out.exists() and any(args.out.iterdir()) and not args.overwrite:
+        raise InvalidParameter(f"{args.out}: output folder is not empty (use --overwrite)")
+    if args.bins % 50:
+        raise InvalidParameter(f"bins must be a multiple of 50 (Dice thresholds 0.02 apart), got {args.bins}")
+
+    from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from worker.eval_data import load_split
+    from worker.evaluate import EvalParams
+
+    split = load_split(
+        args.mosaics,
+        split=args.split,
+        patches=args.patches,
+        pixel_size_um=args.pixel_size_um,
+        max_mosaics=args.max_mosaics,
+    )
+
+    import torch
+
+    from worker.checkpoint import load_model
+    from worker.engine import resolve_device
+    from worker.eval_report import write_report
+    from worker.evaluate import evaluate
+    from worker.model_zoo import resolve_model
+    from worker.params import Progress, RunOptions
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    params = EvalParams(
+        cams=tuple(args.cams),
+        steps=tuple(args.steps),
+        sigma_units=tuple(args.sigmas),
+        modes=("exact", "dense") if args.mode == "both" else (args.mode,),
+        bootstrap=args.bootstrap,
+        seed=args.seed,
+        precision=args.precision or ("bf16" if device.type == "cuda" else "fp32"),
+        scorecam_top_k=args.scorecam_top_k,
+        scorecam_skip_below=args.scorecam_skip_below,
+        n_bins=args.bins,
+        panels=not args.no_panels,
+    )
+    model = load_model(resolve_model(args.model), device)
+    cache = args.cache
+    if cache is None and split.table_path is not None:
+        cache = split.table_path.with_name(f"{split.table_path.stem}_cache")
+    log.info(
+        "%s split: %d mosaics, %d patches; model %s on %s",
+        split.name,
+        len(split.mosaics),
+        0 if split.patches is None else len(split.patches),
+        model.card.name,
+        device,
+    )
+    bars: dict[str, tqdm] = {}
+    units = {"windows": "win", "patches": "patch", "metrics": "run", "figures": "fig"}
+
+    def show(p: Progress) -> None:
+        bar = bars.get(p.stage)
+        if bar is None:
+            bar = bars[p.stage] = tqdm(total=p.total, desc=p.stage, unit=units.get(p.stage, "step"))
+        bar.total = p.total
+        bar.update(p.done - bar.n)
+        if p.done >= p.total:  # one stage at a time on screen
+            bar.close()
+            del bars[p.stage]
+
+    launched = Path(sys.argv[0]).name in ("rcmseg", "__main__.py") if sys.argv else False
+    command = "rcmseg " + shlex.join(sys.argv[1:]) if launched else None
+    try:
+        with logging_redirect_tqdm():
+            result = evaluate(
+                model,
+                split,
+                params=params,
+                options=RunOptions(device=args.device, batch_size=args.batch_size),
+                patch_cache=cache,
+                progress=show,
+            )
+            report = write_report(
+                args.out, result, command=command, histograms=not args.no_histograms, progress=show
+            )
+    finally:
+        for bar in bars.values():
+            bar.close()
+    best = {}
+    for method, key in report["best"].items():
+        pooled = next(r["pooled"] for r in report["runs"] if r["key"] == key)
+        best[method] = {"run": key, "auc": pooled["auc"], "best_dice": pooled["best_dice"]}
+    patch = report["patch_level"]
+    print(
+        json.dumps(
+            {
+                "out": str(args.out),
+                "mosaics": len(split.mosaics),
+                "patch_auc": None if patch is None else patch["auc"],
+                "patch_accuracy": None if patch is None else patch["accuracy"],
+                "best": best,
+            }
+        )
+    )
+    return 0

@@ -1,0 +1,152 @@
+"""``rcmseg segment``: one mosaic in, heatmap, mask, Deep Zoom layers, GeoJSON and a summary out."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from app.cli._options import positive_int, sigma_type
+
+log = logging.getLogger("rcmseg.segment")
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("segment", help="segment one RCM mosaic (file or VivaBlock folder)")
+    p.add_argument("input", type=Path, help="TIFF/BigTIFF, PNG, JPEG, BMP or a VivaBlock folder")
+    p.add_argument(
+        "--out", type=Path, required=True, help="output folder (must not exist unless --overwrite)"
+    )
+    p.add_argument("--model", default=None, help="model folder or zoo name (default: phantom-b2)")
+    p.add_argument("--step", type=positive_int, default=25, help="window step in processing px (default 25)")
+    p.add_argument(
+        "--sigma",
+        type=sigma_type,
+        default=None,
+        help="Gaussian sigma in processing px, or 'none' for plain averaging (default none)",
+    )
+    p.add_argument("--cam", choices=["cam", "scorecam"], default="cam")
+    p.add_argument(
+        "--mode",
+        choices=["exact", "dense"],
+        default="exact",
+        help="exact: the paper's sliding windows; dense: one convolutional pass, windows every 32 px",
+    )
+    p.add_argument(
+        "--scorecam-top-k",
+        type=positive_int,
+        default=None,
+        help="ScoreCAM: score only the k strongest channels per window (default: all, exact)",
+    )
+    p.add_argument(
+        "--scorecam-skip-below",
+        type=float,
+        default=0.0,
+        help="ScoreCAM: zero map for windows with p below this (heat error < this; default 0)",
+    )
+    p.add_argument("--threshold", type=float, default=None, help="mask threshold (default: the model card's)")
+    p.add_argument("--pixel-size", type=float, default=0.5, help="input um/px (default 0.5, VivaScope)")
+    p.add_argument(
+        "--downsample", type=positive_int, default=None, help="integer factor; overrides --pixel-size"
+    )
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--batch-size", type=positive_int, default=None)
+    p.add_argument(
+        "--precision",
+        choices=["fp32", "bf16", "fp16"],
+        default=None,
+        help="default fp32 on CPU, bf16 on CUDA",
+    )
+    p.add_argument(
+        "--max-pixels",
+        type=positive_int,
+        default=2 * 12000 * 12000,
+        help="refuse larger mosaics (default 288,000,000)",
+    )
+    p.add_argument("--grid-cols", type=positive_int, default=None, help="VivaBlock: tiles per row")
+    p.add_argument("--serpentine", action="store_true", help="VivaBlock: every other row runs right to left")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder when done")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from models.scorecam import scorecam_cost
+    from worker.checkpoint import load_model
+    from worker.engine import estimate_windows, resolve_device, segment_mosaic
+    from worker.model_zoo import resolve_model
+    from worker.mosaic_io import VivaBlockLayout, probe
+    from worker.params import Progress, RunOptions, SegmentParams
+
+    device = resolve_device(args.device)
+    params = SegmentParams(
+        step=args.step,
+        sigma=args.sigma,
+        cam=args.cam,
+        threshold=args.threshold,
+        pixel_size_um=args.pixel_size,
+        downsample=args.downsample,
+        precision=args.precision or ("bf16" if device.type == "cuda" else "fp32"),
+        mode=args.mode,
+        scorecam_top_k=args.scorecam_top_k,
+        scorecam_skip_below=args.scorecam_skip_below,
+    )
+    layout = VivaBlockLayout(cols=args.grid_cols, serpentine=args.serpentine)
+    header = probe(args.input, max_pixels=args.max_pixels, layout=layout)  # fail before loading torch
+    model = load_model(resolve_model(args.model), device)
+    card = model.card
+    factor = params.downsample_for(card.pixel_size_um)
+    windows = estimate_windows(
+        header.height, header.width, downsample=factor, window=card.window, step=args.step
+    )
+    if params.cam == "scorecam":
+        channels = int(model.net.num_features)  # type: ignore[arg-type]
+        passes = scorecam_cost(windows, channels, params.scorecam_top_k)
+        log.info(
+            "estimated cost: %d windows x (1 + %d channels) = %d forward passes",
+            windows,
+            min(channels, params.scorecam_top_k or channels),
+            passes,
+        )
+    else:
+        log.info(
+            "estimated cost: %d windows (%d x %d px at downsample %d)",
+            windows,
+            header.width // factor,
+            header.height // factor,
+            factor,
+        )
+    options = RunOptions(device=args.device, batch_size=args.batch_size, max_pixels=args.max_pixels)
+    bars: dict[str, tqdm] = {}
+
+    def show(p: Progress) -> None:
+        if p.stage == "read":  # decoding errors surface here: keep them to one line
+            return
+        bar = bars.get(p.stage)
+        if bar is None:
+            bar = bars[p.stage] = tqdm(
+                total=p.total, desc=p.stage, unit="win" if p.stage == "windows" else "step"
+            )
+        bar.total = p.total
+        bar.update(p.done - bar.n)
+
+    try:
+        summary = segment_mosaic(
+            args.input,
+            model,
+            args.out,
+            params=params,
+            options=options,
+            progress=show,
+            layout=layout,
+            overwrite=args.overwrite,
+        )
+    finally:
+        for bar in bars.values():
+            bar.close()
+    brief = {k: summary[k] for k in ("aspecific_area_fraction", "max_window_probability", "regions")}
+    print(json.dumps({"out": str(args.out), **brief, "windows": summary["windows"]}))
+    return 0

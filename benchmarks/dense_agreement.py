@@ -1,0 +1,130 @@
+"""Dense mode against the paper's exact windows at the same step (the output stride, 32 px).
+
+    .venv/bin/python benchmarks/dense_agreement.py --model models/zoo/phantom-b2 --mosaics data/phantoms \
+        [--split test] [--max-mosaics 2] [--sigmas none 5] [--threads 1] [--json out.json]
+
+For each mosaic of the split, the exact heat maps (windows every 32 px, ``rcmseg segment --step 32``) and
+the dense ones (``--mode dense``) are computed for every sigma (in units of the output stride); reported per
+sigma: pooled pixel AUC and best Dice of both, the largest and mean absolute heat map difference, and the
+time of each (one pass serves every sigma in both modes) with their ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--model", type=Path, required=True)
+    parser.add_argument("--mosaics", type=Path, required=True)
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--patches", type=Path, default=None)
+    parser.add_argument("--max-mosaics", type=int, default=2)
+    parser.add_argument("--sigmas", nargs="+", default=["none", "5"])
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--json", type=Path, default=None, help="also write the result here")
+    args = parser.parse_args()
+    sys.path.insert(0, str(REPO))
+
+    import torch
+
+    from models.dice import dice_sweep
+    from models.roc import mosaic_histogram
+    from worker.checkpoint import load_model
+    from worker.dense import STRIDE
+    from worker.engine import WindowStats, default_batch_size, processing_image
+    from worker.eval_data import labels_for, load_split
+    from worker.eval_sweep import dense_sweep, output_stride, sweep_heatmaps
+    from worker.mosaic_io import open_mosaic
+    from worker.params import SegmentParams
+    from worker.windows import WindowGrid
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = load_model(args.model, "cpu")
+    card = model.card
+    stride = output_stride(model)
+    units = [None if s.lower() == "none" else float(s) for s in args.sigmas]
+    sigmas = [None if u is None else u * stride for u in units]
+    split = load_split(args.mosaics, split=args.split, patches=args.patches, max_mosaics=args.max_mosaics)
+    hists: dict[str, list] = {f"{mode}/{i}": [] for mode in ("exact", "dense") for i in range(len(sigmas))}
+    diffs: list[list[tuple[float, float, float]]] = [[] for _ in sigmas]
+    seconds = {"exact": 0.0, "dense": 0.0}
+    per_mosaic = []
+    for mosaic in split.mosaics:
+        opened = open_mosaic(mosaic.image, max_pixels=1 << 31)
+        k = mosaic.downsample(card.pixel_size_um)
+        image = processing_image(opened, k, budget_bytes=1 << 30, workdir=Path("."))
+        labels = labels_for(mosaic, k, (opened.header.height, opened.header.width))
+        grid = WindowGrid(height=image.shape[0], width=image.shape[1], window=card.window, step=STRIDE)
+        t0 = time.perf_counter()
+        exact = sweep_heatmaps(
+            image,
+            model,
+            grid=grid,
+            params=SegmentParams(step=STRIDE),
+            sigmas=sigmas,
+            batch_size=default_batch_size(torch.device("cpu"), card.window),
+            budget_bytes=1 << 30,
+            workdir=Path("."),
+            stats=WindowStats(),
+        )
+        t_exact = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        dense = dense_sweep(image, model, sigmas=sigmas, precision="fp32", stats=WindowStats())
+        t_dense = time.perf_counter() - t0
+        seconds["exact"] += t_exact
+        seconds["dense"] += t_dense
+        labelled = labels > 0
+        for i, (e, d) in enumerate(zip(exact, dense, strict=True)):
+            hists[f"exact/{i}"].append(mosaic_histogram(e, labels))
+            hists[f"dense/{i}"].append(mosaic_histogram(d, labels))
+            diff = np.abs(np.asarray(e) - np.asarray(d))
+            diffs[i].append((float(diff.max()), float(diff.mean()), float(diff[labelled].mean())))
+        per_mosaic.append({"mosaic": mosaic.name, "windows": grid.count, "exact_s": round(t_exact, 1),
+                           "dense_s": round(t_dense, 1)})  # fmt: skip
+        print(f"{mosaic.name}: exact {t_exact:.1f} s, dense {t_dense:.1f} s", file=sys.stderr)
+
+    rows = []
+    for i, u in enumerate(units):
+        row: dict[str, object] = {"sigma_units": u, "sigma_px": sigmas[i]}
+        for mode in ("exact", "dense"):
+            parts = hists[f"{mode}/{i}"]
+            pooled = sum(parts[1:], parts[0].copy())
+            row[f"{mode}_auc"] = pooled.auc()
+            row[f"{mode}_best_dice"] = dice_sweep(pooled).best_dice
+            row[f"{mode}_best_threshold"] = dice_sweep(pooled).best_threshold
+        row["max_abs_diff"] = max(d[0] for d in diffs[i])
+        row["mean_abs_diff"] = float(np.mean([d[1] for d in diffs[i]]))
+        row["mean_abs_diff_labelled"] = float(np.mean([d[2] for d in diffs[i]]))
+        rows.append(row)
+    result = {
+        "model": card.name,
+        "split": split.name,
+        "mosaics": per_mosaic,
+        "step_px": STRIDE,
+        "sigma_unit_px": stride,
+        "torch_threads": torch.get_num_threads(),
+        "exact_s": round(seconds["exact"], 1),
+        "dense_s": round(seconds["dense"], 1),
+        "speed_ratio": round(seconds["exact"] / seconds["dense"], 1) if seconds["dense"] else None,
+        "sigmas": rows,
+    }
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.json is not None:
+        args.json.write_text(text + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,66 @@
+"""The model card: what a checkpoint folder's ``card.json`` must say about its network."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from models.errors import InvalidModel
+
+LABEL_CODES: dict[int, str] = {
+    0: "unlabelled",
+    1: "background",
+    2: "artifact",
+    3: "meshwork",
+    4: "nested",
+    5: "ring",
+    6: "aspecific",
+}
+"""Pixel label codes used by every tool and file. Benign = 1..5, aspecific = 6, 0 is ignored."""
+
+ASPECIFIC = 6
+BENIGN_CODES = (1, 2, 3, 4, 5)
+
+
+class ModelCard(BaseModel):
+    """Metadata that travels with ``model.safetensors``.
+
+    ``mean``/``std`` normalise intensities scaled to [0, 1]; ``pixel_size_um`` is the processing pixel
+    size the network was trained at (2.0 for the paper's 4x-downsampled mosaics).
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    name: str = Field(min_length=1)
+    arch: str = Field(min_length=1)
+    in_chans: int = Field(ge=1, le=4)
+    num_classes: int = Field(ge=1)
+    window: int = Field(ge=32, le=2048)
+    pixel_size_um: float = Field(gt=0)
+    mean: list[float] = Field(min_length=1)
+    std: list[float] = Field(min_length=1)
+    positive_class: str = Field(min_length=1)
+    threshold: float = Field(ge=0, le=1)
+    training: dict[str, Any] = Field(default_factory=dict)
+    metrics: dict[str, Any] = Field(default_factory=dict)
+
+
+def parse_card(data: object, *, source: str) -> ModelCard:
+    """Validate a decoded ``card.json``; the error names the first offending field."""
+    if not isinstance(data, dict):
+        raise InvalidModel(f"{source}: card.json must hold a JSON object")
+    try:
+        card = ModelCard.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "card"
+        reason = "missing" if first["type"] == "missing" else first["msg"]
+        raise InvalidModel(f"{source}: card.json field '{field}': {reason}") from None
+    if card.num_classes != 1:
+        raise InvalidModel(f"{source}: card.json field 'num_classes': must be 1 (one aspecific logit)")
+    if len(card.mean) != card.in_chans or len(card.std) != card.in_chans:
+        raise InvalidModel(f"{source}: card.json fields 'mean'/'std' need {card.in_chans} value(s)")
+    if any(s <= 0 for s in card.std):
+        raise InvalidModel(f"{source}: card.json field 'std': values must be > 0")
+    return card

@@ -1,0 +1,50 @@
+"""The project's exception hierarchy.
+
+Every user-facing failure is an ``RcmSegError``; each subclass also subclasses the matching builtin so
+callers that only know the builtin still catch it. ``code`` is a stable machine-readable name used by the
+command line and the HTTP API.
+"""
+
+from __future__ import annotations
+
+
+class RcmSegError(Exception):
+    """Base class of every error rcmseg reports to a user."""
+
+    code = "rcmseg_error"
+
+
+class InvalidParameter(RcmSegError, ValueError):
+    """An option or request field is out of range."""
+
+    code = "invalid_parameter"
+
+
+class UnreadableMosaic(RcmSegError, ValueError):
+    """The file is not an image, is truncated, or cannot be decoded."""
+
+    code = "unreadable_mosaic"
+
+
+class UnsupportedMosaic(RcmSegError, ValueError):
+    """The image decodes but its band or bit layout is not one rcmseg processes."""
+
+    code = "unsupported_mosaic"
+
+
+class MosaicTooLarge(RcmSegError, ValueError):
+    """The image has more pixels than the configured limit (decompression-bomb guard)."""
+
+    code = "mosaic_too_large"
+
+
+class InvalidModel(RcmSegError, ValueError):
+    """A model folder is missing a field, a file, or holds weights that do not match its architecture."""
+
+    code = "invalid_model"
+
+
+class JobCanceled(RcmSegError):
+    """Raised between batches when the caller asked the engine to stop."""
+
+    code = "canceled"

@@ -1,0 +1,109 @@
+"""One phantom mosaic: layout, pattern textures blended across soft borders, then acquisition nuisances."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from models.errors import InvalidParameter
+from models.phantom.layout import make_layout
+from models.phantom.noise import blur, smooth_field
+from models.phantom.nuisance import field_gain, furrows, illumination, speckle
+from models.phantom.textures import RENDERERS
+
+FIELD_UM = 500.0
+"""Side of one microscope field of view (VivaScope 1500: about 0.5 mm)."""
+
+MIN_SIDE_UM = 3500.0
+MAX_SIDE_UM = 6000.0
+"""Mosaic sides the command line accepts: 1750-3000 px at 2 um/px, 7000-12000 px at 0.5 um/px."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class PhantomParams:
+    """Size and pixel size of one phantom mosaic."""
+
+    width: int = 1750
+    height: int = 1750
+    pixel_size_um: float = 2.0
+
+    def __post_init__(self) -> None:
+        if not 0.25 <= self.pixel_size_um <= 4.0:
+            raise InvalidParameter(f"pixel size must be in 0.25..4 um, got {self.pixel_size_um}")
+        least = int(np.ceil(300.0 / self.pixel_size_um))
+        if self.width < least or self.height < least:
+            raise InvalidParameter(
+                f"mosaic must be at least {least} px (0.3 mm) a side, got {self.width} x {self.height}"
+            )
+
+    @property
+    def px_per_um(self) -> float:
+        return 1.0 / self.pixel_size_um
+
+
+@dataclass(frozen=True)
+class Phantom:
+    """A rendered mosaic (uint8), its label map (codes 0..6) and the texture truth (7 = mild atypia)."""
+
+    image: np.ndarray
+    labels: np.ndarray
+    texture: np.ndarray
+
+
+def mosaic_rng(seed: int, index: int) -> np.random.Generator:
+    """The generator of mosaic ``index`` of a run: mosaics do not depend on how many are drawn."""
+    return np.random.default_rng([int(seed), int(index)])
+
+
+def phantom_params(
+    *, seed: int, index: int, min_side: int, max_side: int, pixel_size_um: float = 2.0
+) -> PhantomParams:
+    """Width and height of mosaic ``index``, uniform in ``min_side..max_side`` px (drawn apart from its
+    pixels, so the size never shifts the pattern random stream)."""
+    if not 0 < min_side <= max_side:
+        raise InvalidParameter(f"need 0 < min side <= max side, got {min_side} and {max_side}")
+    rng = np.random.default_rng([int(seed), int(index), 1])
+    width, height = (int(v) for v in rng.integers(min_side, max_side + 1, size=2))
+    return PhantomParams(width=width, height=height, pixel_size_um=pixel_size_um)
+
+
+def _bbox(mask: np.ndarray) -> tuple[slice, slice]:
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
+
+
+def compose(rng: np.random.Generator, texture: np.ndarray, px: float) -> np.ndarray:
+    """Blend every pattern's texture with soft (about 8 um) borders; each has a similar mean reflectance."""
+    tissue = np.zeros(texture.shape, dtype=np.float32)
+    for code in sorted(int(c) for c in np.unique(texture) if c > 0):
+        weight = blur((texture == code).astype(np.float32), 8.0 * px)
+        rows, cols = _bbox(weight > 2e-3)
+        tex = RENDERERS[code](rng, (rows.stop - rows.start, cols.stop - cols.start), px)
+        region = texture[rows, cols] == code
+        # class means are drawn from one distribution, so brightness alone does not tell classes apart
+        scale = np.clip(rng.uniform(0.18, 0.27) / max(float(tex[region].mean()), 1e-3), 0.7, 1.4)
+        tissue[rows, cols] += weight[rows, cols] * np.clip(tex, 0.0, None) * scale
+    return tissue
+
+
+def render_phantom(params: PhantomParams, *, seed: int, index: int = 0) -> Phantom:
+    """Render mosaic ``index`` of the run seeded ``seed``; identical inputs give identical pixels."""
+    rng = mosaic_rng(seed, index)
+    shape = (params.height, params.width)
+    px = params.px_per_um
+    field_px = FIELD_UM * px
+    layout = make_layout(rng, shape, px, field_px)
+    tissue = compose(rng, layout.texture, px)
+    tissue *= np.exp(0.15 * smooth_field(rng, shape, rng.uniform(250.0, 500.0) * px))
+    mult, add = furrows(rng, shape, px)
+    tissue = tissue * mult + add
+    tissue *= field_gain(rng, shape, field_px) * illumination(rng, shape, px)
+    tissue = rng.uniform(0.8, 1.25) * np.power(np.clip(tissue, 0.0, None), rng.uniform(0.85, 1.15))
+    # calibrated on a real tile: about 15 % fine-scale noise at 0.5 um/px, 8 % at 2 um/px
+    looks = 40.0 * params.pixel_size_um / 0.5 * rng.uniform(0.5, 1.5)
+    tissue *= speckle(rng, shape, looks)
+    tissue += rng.uniform(0.1, 0.18) + rng.normal(0.0, 0.006, shape).astype(np.float32)
+    tissue[~layout.scanned] = rng.uniform(0.0, 0.006, int((~layout.scanned).sum()))
+    image = np.clip(np.rint(tissue * 255.0), 0, 255).astype(np.uint8)
+    return Phantom(image=image, labels=layout.labels, texture=layout.texture)

@@ -1,0 +1,119 @@
+"""Fixtures shared by the whole suite: real data, tiny real models, and a real Redis server."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO.parent / "shared" / "data"
+REAL_TILE = SHARED_DATA / "rcm_tile_isic_16bit.png"
+
+
+@pytest.fixture(scope="session")
+def real_tile() -> Path:
+    """The real 16-bit RCM tile shipped beside the repository (never copied into it)."""
+    if not REAL_TILE.is_file():
+        pytest.fail(f"real test tile missing: {REAL_TILE}")
+    return REAL_TILE
+
+
+def make_model_dir(
+    path: Path,
+    *,
+    arch: str = "test_efficientnet",
+    window: int = 64,
+    pixel_size_um: float = 2.0,
+    seed: int = 0,
+) -> Path:
+    """Write a random-weight model folder in the checkpoint format the engine loads."""
+    import torch
+
+    from models.card import ModelCard
+    from models.network import create_network
+    from worker.checkpoint import save_model
+
+    torch.manual_seed(seed)
+    net = create_network(arch, in_chans=1)
+    card = ModelCard(
+        name=f"random-{arch}",
+        arch=arch,
+        in_chans=1,
+        num_classes=1,
+        window=window,
+        pixel_size_um=pixel_size_um,
+        mean=[0.5],
+        std=[0.25],
+        positive_class="aspecific",
+        threshold=0.5,
+        training={"note": "random weights for tests"},
+        metrics={},
+    )
+    save_model(path, net, card)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-weight timm ``test_efficientnet`` (about 0.1 M parameters) with 64 px windows."""
+    return make_model_dir(tmp_path_factory.mktemp("models") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def b2_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-weight ``efficientnet_b2`` with the paper's 256 px windows at 2 um/px."""
+    return make_model_dir(tmp_path_factory.mktemp("models") / "b2", arch="efficientnet_b2", window=256)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A private ``redis-server`` on a free loopback port, stopped at the end of the session."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is not installed")
+    workdir = tmp_path_factory.mktemp("redis")
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(workdir),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--logfile",
+            str(workdir / "redis.log"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                break
+        except OSError:
+            time.sleep(0.05)
+    else:
+        proc.kill()
+        pytest.fail("redis-server did not start")
+    yield f"redis://127.0.0.1:{port}/0"
+    proc.terminate()
+    proc.wait(timeout=10)

@@ -1,0 +1,1 @@
+"""The mosaic pipeline: read, plan windows, run batches, stitch, export pyramids; and the queue job."""
