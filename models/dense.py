@@ -59,8 +59,10 @@ def windowed_squeeze_excite(net: nn.Module, window: int) -> Iterator[None]:
 
     def local_forward(se: Any, x: torch.Tensor) -> torch.Tensor:
         stride = max(1, round(state["height"] / x.shape[-2]))
-        x_se = local_mean(x, max(1, round(window / stride)))
-        x_se = se.conv_expand(se.act1(se.conv_reduce(x_se)))
+        # conv_reduce is affine and the local mean's weights sum to one, so they commute: reducing the
+        # channels first (by 4 to 24 times) makes the box filter that much cheaper, with the same result.
+        x_se = local_mean(se.conv_reduce(x), max(1, round(window / stride)))
+        x_se = se.conv_expand(se.act1(x_se))
         return x * se.gate(x_se)
 
     blocks = [m for m in net.modules() if isinstance(m, SqueezeExcite)]

@@ -18,6 +18,7 @@ from torch import nn
 from models.card import ModelCard, parse_card
 from models.errors import InvalidModel
 from models.network import network_for_card
+from worker.allocator import keep_freed_memory
 from worker.model_zoo import CARD_FILE, WEIGHTS_FILE, read_card
 
 
@@ -65,6 +66,8 @@ def load_model(model_dir: Path, device: torch.device | str = "cpu") -> LoadedMod
             )
     net.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
     net.to(device).eval()
+    if torch.device(device).type == "cpu":
+        keep_freed_memory()  # activations reuse mapped pages instead of faulting in fresh ones
     if torch.device(device).type == "cuda":
         net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # faster convolutions
     return LoadedModel(card=card, net=net, weights_sha256=file_sha256(weights), path=model_dir)

@@ -63,15 +63,17 @@ def cam_grid(
     core, halo = options.tile_cells, options.halo_cells
     tiles = [(r, c) for r in range(0, hc, core) for c in range(0, wc, core)]
     context = windowed_squeeze_excite(net, card.window) if options.windowed_se else nullcontext()
-    padded = np.pad(image, halo * STRIDE)
     with context, torch.inference_mode():
         for n, (r, c) in enumerate(tiles):
             if should_cancel is not None and should_cancel():
                 raise JobCanceled("canceled between tiles")
             r1, c1 = min(r + core, hc), min(c + core, wc)
-            y0, x0 = r * STRIDE, c * STRIDE
-            y1, x1 = (r1 + 2 * halo) * STRIDE, (c1 + 2 * halo) * STRIDE
-            tile = torch.from_numpy(np.ascontiguousarray(padded[y0:y1, x0:x1]))[None]
+            # the halo stops at the image's edge, where windows stop too: there the network's own zero
+            # padding plays the part it plays at a window's edge
+            top, left = max(r - halo, 0), max(c - halo, 0)
+            bottom, right = min(r1 + halo, hc), min(c1 + halo, wc)
+            block = image[top * STRIDE : bottom * STRIDE, left * STRIDE : right * STRIDE]
+            tile = torch.from_numpy(np.ascontiguousarray(block))[None]
             x = normalise_input(tile.to(device), card.mean, card.std)
             if dtype != torch.float32:
                 with torch.autocast(device_type=device.type, dtype=dtype):
@@ -79,7 +81,7 @@ def cam_grid(
             else:
                 feats = net.forward_features(x)  # type: ignore[operator]
             cam = torch.einsum("c,chw->hw", weight[0].float(), feats[0].float())
-            out[r:r1, c:c1] = cam[halo : halo + (r1 - r), halo : halo + (c1 - c)].cpu()
+            out[r:r1, c:c1] = cam[r - top : r1 - top, c - left : c1 - left].cpu()
             if progress is not None:
                 progress(Progress("windows", n + 1, len(tiles)))
     return out

@@ -7,8 +7,6 @@ restitch them for many Gaussian sigmas.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import logging
 import os
 import shutil
@@ -25,6 +23,7 @@ import torch
 from models.cam import WindowMaps, cam_windows, normalise_input
 from models.errors import InvalidParameter, JobCanceled
 from models.scorecam import ScoreCamParams
+from worker.allocator import release_freed_memory
 from worker.checkpoint import LoadedModel
 from worker.dense import STRIDE as DENSE_STRIDE
 from worker.dense import dense_heatmap
@@ -377,13 +376,6 @@ def segment_mosaic(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(scratch, ignore_errors=True)
-
-
-def release_freed_memory() -> None:
-    """Hand memory freed by the network's activations back to the OS (glibc keeps it otherwise), so the
-    export stage starts from the engine's real footprint. A no-op where glibc is absent."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def package_version() -> str:
