@@ -93,3 +93,26 @@ def test_local_mean_equals_average_pooling() -> None:
         pooled = F.avg_pool2d(x, k, stride=1, padding=k // 2, count_include_pad=False)[..., :13, :17]
         assert torch.allclose(local_mean(x, k), pooled, atol=1e-5), k
     assert torch.allclose(local_mean(x, 20), x.mean((2, 3), keepdim=True))
+
+
+def test_windowed_squeeze_excite_equals_a_local_mean_before_the_reduction() -> None:
+    """Reducing channels before the box filter is the same as the block applied to the local mean."""
+    import torch.nn.functional as F
+    from timm.models._efficientnet_blocks import SqueezeExcite
+
+    from models.dense import local_mean
+
+    torch.manual_seed(2)
+    se = SqueezeExcite(24, rd_ratio=0.25).eval()
+    holder = nn.Sequential(nn.Conv2d(24, 24, 1), se).eval()  # the stem conv tells the input size
+    x = torch.randn(1, 24, 40, 40)
+    with torch.no_grad():
+        with windowed_squeeze_excite(holder, window=12):
+            got = holder(x)
+        y = holder[0](x)
+        gate = se.gate(se.conv_expand(se.act1(se.conv_reduce(local_mean(y, 12)))))
+        want = y * gate
+        plain = holder(x)
+    assert torch.allclose(got, want, atol=1e-5)
+    assert not torch.allclose(got, plain, atol=1e-3)  # a 12 px neighbourhood is not the 40 px mean
+    assert F.mse_loss(plain, holder(x)) == 0  # the block is restored afterwards
