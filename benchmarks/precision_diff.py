@@ -7,8 +7,8 @@
 The same windows (the whole mosaic, or a ``--crop`` px square from its centre; processing resolution) go
 through the engine's ``run_windows`` + ``stitch_windows`` once per precision; reported for bf16 and fp16:
 the largest and mean absolute heatmap difference against fp32, the largest window-probability difference,
-and the seconds of each run. Reduced precision is the default on CUDA only; on the CPU it is measured for its error, not its
-speed. Prints one JSON object.
+and the seconds of each run. Reduced precision is the default on CUDA only; on the CPU it is measured for
+its error, not its speed. Prints one JSON object.
 """
 
 from __future__ import annotations
