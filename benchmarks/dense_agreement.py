@@ -4,9 +4,10 @@
         [--split test] [--max-mosaics 2] [--sigmas none 5] [--threads 1] [--json out.json]
 
 For each mosaic of the split, the exact heat maps (windows every 32 px, ``rcmseg segment --step 32``) and
-the dense ones (``--mode dense``) are computed for every sigma (in units of the output stride); reported per
-sigma: pooled pixel AUC and best Dice of both, the largest and mean absolute heat map difference, and the
-time of each (one pass serves every sigma in both modes) with their ratio.
+the dense ones (``--mode dense``, with windowed and with global squeeze-excitation) are computed for every
+sigma (in units of the output stride); reported per sigma: pooled pixel AUC and best Dice of each, their
+differences from exact, the largest and mean absolute heat map difference, and the time of each (one pass
+serves every sigma in every mode) with the speed ratios.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -40,7 +42,7 @@ def main() -> int:
     from models.dice import dice_sweep
     from models.roc import mosaic_histogram
     from worker.checkpoint import load_model
-    from worker.dense import STRIDE
+    from worker.dense import STRIDE, DenseOptions
     from worker.engine import WindowStats, default_batch_size, processing_image
     from worker.eval_data import labels_for, load_split
     from worker.eval_sweep import dense_sweep, output_stride, sweep_heatmaps
@@ -56,9 +58,11 @@ def main() -> int:
     units = [None if s.lower() == "none" else float(s) for s in args.sigmas]
     sigmas = [None if u is None else u * stride for u in units]
     split = load_split(args.mosaics, split=args.split, patches=args.patches, max_mosaics=args.max_mosaics)
-    hists: dict[str, list] = {f"{mode}/{i}": [] for mode in ("exact", "dense") for i in range(len(sigmas))}
-    diffs: list[list[tuple[float, float, float]]] = [[] for _ in sigmas]
-    seconds = {"exact": 0.0, "dense": 0.0}
+    variants = {"dense": DenseOptions(windowed_se=True), "dense_global_se": DenseOptions(windowed_se=False)}
+    modes = ("exact", *variants)
+    hists: dict[str, list] = {f"{mode}/{i}": [] for mode in modes for i in range(len(sigmas))}
+    diffs: dict[str, list[list[tuple[float, float, float]]]] = {v: [[] for _ in sigmas] for v in variants}
+    seconds = dict.fromkeys(modes, 0.0)
     per_mosaic = []
     for mosaic in split.mosaics:
         opened = open_mosaic(mosaic.image, max_pixels=1 << 31)
@@ -79,33 +83,43 @@ def main() -> int:
             stats=WindowStats(),
         )
         t_exact = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        dense = dense_sweep(image, model, sigmas=sigmas, precision="fp32", stats=WindowStats())
-        t_dense = time.perf_counter() - t0
         seconds["exact"] += t_exact
-        seconds["dense"] += t_dense
-        labelled = labels > 0
-        for i, (e, d) in enumerate(zip(exact, dense, strict=True)):
+        for i, e in enumerate(exact):
             hists[f"exact/{i}"].append(mosaic_histogram(e, labels))
-            hists[f"dense/{i}"].append(mosaic_histogram(d, labels))
-            diff = np.abs(np.asarray(e) - np.asarray(d))
-            diffs[i].append((float(diff.max()), float(diff.mean()), float(diff[labelled].mean())))
-        per_mosaic.append({"mosaic": mosaic.name, "windows": grid.count, "exact_s": round(t_exact, 1),
-                           "dense_s": round(t_dense, 1)})  # fmt: skip
-        print(f"{mosaic.name}: exact {t_exact:.1f} s, dense {t_dense:.1f} s", file=sys.stderr)
+        labelled = labels > 0
+        times = {"mosaic": mosaic.name, "windows": grid.count, "exact_s": round(t_exact, 1)}
+        for variant, options in variants.items():
+            t0 = time.perf_counter()
+            dense = dense_sweep(
+                image, model, sigmas=sigmas, precision="fp32", stats=WindowStats(), options=options
+            )
+            seconds[variant] += time.perf_counter() - t0
+            times[f"{variant}_s"] = round(time.perf_counter() - t0, 1)
+            for i, (e, d) in enumerate(zip(exact, dense, strict=True)):
+                hists[f"{variant}/{i}"].append(mosaic_histogram(d, labels))
+                diff = np.abs(np.asarray(e) - np.asarray(d))
+                diffs[variant][i].append(
+                    (float(diff.max()), float(diff.mean()), float(diff[labelled].mean()))
+                )
+        per_mosaic.append(times)
+        print(json.dumps(times), file=sys.stderr)
 
     rows = []
     for i, u in enumerate(units):
-        row: dict[str, object] = {"sigma_units": u, "sigma_px": sigmas[i]}
-        for mode in ("exact", "dense"):
+        row: dict[str, Any] = {"sigma_units": u, "sigma_px": sigmas[i]}
+        for mode in modes:
             parts = hists[f"{mode}/{i}"]
             pooled = sum(parts[1:], parts[0].copy())
+            sweep = dice_sweep(pooled)
             row[f"{mode}_auc"] = pooled.auc()
-            row[f"{mode}_best_dice"] = dice_sweep(pooled).best_dice
-            row[f"{mode}_best_threshold"] = dice_sweep(pooled).best_threshold
-        row["max_abs_diff"] = max(d[0] for d in diffs[i])
-        row["mean_abs_diff"] = float(np.mean([d[1] for d in diffs[i]]))
-        row["mean_abs_diff_labelled"] = float(np.mean([d[2] for d in diffs[i]]))
+            row[f"{mode}_best_dice"] = sweep.best_dice
+            row[f"{mode}_best_threshold"] = sweep.best_threshold
+        for variant in variants:
+            row[f"{variant}_delta_auc"] = row[f"{variant}_auc"] - row["exact_auc"]
+            row[f"{variant}_delta_best_dice"] = row[f"{variant}_best_dice"] - row["exact_best_dice"]
+            row[f"{variant}_max_abs_diff"] = max(d[0] for d in diffs[variant][i])
+            row[f"{variant}_mean_abs_diff"] = float(np.mean([d[1] for d in diffs[variant][i]]))
+            row[f"{variant}_mean_abs_diff_labelled"] = float(np.mean([d[2] for d in diffs[variant][i]]))
         rows.append(row)
     result = {
         "model": card.name,
@@ -114,9 +128,8 @@ def main() -> int:
         "step_px": STRIDE,
         "sigma_unit_px": stride,
         "torch_threads": torch.get_num_threads(),
-        "exact_s": round(seconds["exact"], 1),
-        "dense_s": round(seconds["dense"], 1),
-        "speed_ratio": round(seconds["exact"] / seconds["dense"], 1) if seconds["dense"] else None,
+        "seconds": {mode: round(t, 1) for mode, t in seconds.items()},
+        "speed_ratio": {v: round(seconds["exact"] / seconds[v], 1) for v in variants if seconds[v]},
         "sigmas": rows,
     }
     text = json.dumps(result, indent=2)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import resource
 import tempfile
 import time
@@ -152,8 +153,10 @@ def run_bench(model: LoadedModel, config: BenchConfig, *, workdir: Path | None =
 
 
 def machine_slug(info: dict[str, Any], device: str) -> str:
+    """A file-name-safe machine name: "Intel(R) Xeon(R) Processor", 2 cores: ``intel-xeon-processor-2c``."""
     name = info.get("gpu") if device.startswith("cuda") else f"{info['cpu']}-{info['cores']}c"
-    return "".join(c if c.isalnum() else "-" for c in str(name)).strip("-").lower()
+    name = re.sub(r"\((r|tm|c)\)", "", str(name), flags=re.IGNORECASE)
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
 def save_result(result: dict[str, Any], folder: Path) -> Path:

@@ -99,6 +99,7 @@ def dense_sweep(
     precision: Precision,
     stats: WindowStats,
     progress: ProgressFn | None = None,
+    options: DenseOptions | None = None,
 ) -> list[np.ndarray]:
     """Dense-mode heat maps for each sigma from one fully convolutional pass.
 
@@ -122,7 +123,9 @@ def dense_sweep(
     )
     padded[:h, :w] = image
     t0 = time.perf_counter()
-    cam = cam_grid(padded, model, dtype=PRECISIONS[precision], options=DenseOptions(), progress=progress)
+    cam = cam_grid(
+        padded, model, dtype=PRECISIONS[precision], options=options or DenseOptions(), progress=progress
+    )
     stats.seconds["network"] += time.perf_counter() - t0
 
     t0 = time.perf_counter()
