@@ -125,7 +125,7 @@ class JobQueue:
                 job = Job.fetch(job_id, connection=self.redis, serializer=JSONSerializer)
             except NoSuchJobError:
                 job = None
-            if job is not None and job.meta.get("owner") == owner:
+            if job is not None and self._belongs(job, owner):
                 return job
         raise NotFound(f"no job {job_id!r}")
 
@@ -136,7 +136,11 @@ class JobQueue:
         gone = [job_id for job_id, job in zip(ids, jobs, strict=True) if job is None]
         if gone:
             self.redis.zrem(key, *gone)
-        return [j for j in jobs if j is not None and j.meta.get("owner") == owner]
+        return [j for j in jobs if j is not None and self._belongs(j, owner)]
+
+    def _belongs(self, job: Job, owner: str) -> bool:
+        """The owner's job on this deployment's queue (RQ's job keys are shared by every queue on a Redis)."""
+        return job.origin == self.settings.queue and job.meta.get("owner") == owner
 
     def status(self, job: Job) -> PublicStatus:
         rq_status = job.get_status(refresh=False)

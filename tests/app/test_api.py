@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from app.api import create_app, mount_viewer
 from app.settings import Settings, load_settings
-from tests.app.conftest import TOKENS
+from tests.app.conftest import TOKENS, texture_png
 from tests.conftest import REPO
 
 AUTH = {"Authorization": f"Bearer {TOKENS['alice']}"}
@@ -168,3 +168,37 @@ def test_the_api_never_imports_torch() -> None:
         "app.cli.build_parser(); sys.exit('torch' in sys.modules)"
     )
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO, check=False).returncode == 0
+
+
+def test_deployments_sharing_one_redis_keep_their_jobs_apart(
+    redis_url: str, tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two services on one Redis with different queue names: one owner's job lists do not mix."""
+    monkeypatch.delenv("RCMSEG_API_TOKENS", raising=False)
+    zoo = tmp_path / "zoo"
+    zoo.mkdir()
+    (zoo / "tiny").symlink_to(tiny_model_dir, target_is_directory=True)
+    mosaic = texture_png(tmp_path / "mosaic.png", 128)
+    clients = {}
+    for name in ("site-a", "site-b"):
+        settings = load_settings(
+            Settings,
+            REDIS_URL=redis_url,
+            api_tokens=",".join(f"{o}:{t}" for o, t in TOKENS.items()),
+            data_dir=tmp_path / name,
+            model_zoo=zoo,
+            default_model="tiny",
+            queue=f"test-{name}-{tmp_path.name}",
+        )
+        clients[name] = TestClient(create_app(settings))
+    with clients["site-a"] as site_a, clients["site-b"] as site_b:
+        with mosaic.open("rb") as fh:
+            uploaded = site_a.post("/v1/mosaics", files={"file": ("m.png", fh)}, headers=AUTH)
+        assert uploaded.status_code == 201, uploaded.text
+        body = {"mosaic_id": uploaded.json()["id"], "pixel_size_um": 2.0}
+        created = site_a.post("/v1/jobs", json=body, headers=AUTH)
+        assert created.status_code == 202, created.text
+        listed_a = [j["id"] for j in site_a.get("/v1/jobs", headers=AUTH).json()["jobs"]]
+        assert created.json()["id"] in listed_a
+        assert site_b.get("/v1/jobs", headers=AUTH).json()["jobs"] == []
+        assert site_b.get(f"/v1/jobs/{created.json()['id']}", headers=AUTH).status_code == 404
