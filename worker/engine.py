@@ -376,6 +376,7 @@ def segment_mosaic(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(scratch, ignore_errors=True)
+        release_freed_memory()  # a worker between jobs holds only what it still uses
 
 
 def package_version() -> str:
