@@ -41,6 +41,7 @@ def main() -> int:
 
     from models.dice import dice_sweep
     from models.roc import mosaic_histogram
+    from worker.bench import print_result
     from worker.checkpoint import load_model
     from worker.dense import STRIDE, DenseOptions
     from worker.engine import WindowStats, default_batch_size, processing_image
@@ -93,8 +94,9 @@ def main() -> int:
             dense = dense_sweep(
                 image, model, sigmas=sigmas, precision="fp32", stats=WindowStats(), options=options
             )
-            seconds[variant] += time.perf_counter() - t0
-            times[f"{variant}_s"] = round(time.perf_counter() - t0, 1)
+            elapsed = time.perf_counter() - t0
+            seconds[variant] += elapsed
+            times[f"{variant}_s"] = round(elapsed, 1)
             for i, (e, d) in enumerate(zip(exact, dense, strict=True)):
                 hists[f"{variant}/{i}"].append(mosaic_histogram(d, labels))
                 diff = np.abs(np.asarray(e) - np.asarray(d))
@@ -132,10 +134,7 @@ def main() -> int:
         "speed_ratio": {v: round(seconds["exact"] / seconds[v], 1) for v in variants if seconds[v]},
         "sigmas": rows,
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json is not None:
-        args.json.write_text(text + "\n", encoding="utf-8")
+    print_result(result, args.json)
     return 0
 
 

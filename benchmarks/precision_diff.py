@@ -14,7 +14,6 @@ its error, not its speed. Prints one JSON object.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -49,6 +48,7 @@ def main() -> int:
 
     import torch
 
+    from worker.bench import print_result
     from worker.checkpoint import load_model
     from worker.engine import WindowStats, default_batch_size, run_windows, stitch_windows
     from worker.mosaic_io import open_mosaic
@@ -85,6 +85,8 @@ def main() -> int:
             seconds[precision] = round(time.perf_counter() - t0, 2)
             heats[precision] = np.asarray(heat, dtype=np.float64)
             probs[precision] = np.concatenate(kept) if kept else np.zeros(0)
+    if probs["fp32"].size == 0:
+        parser.error(f"{args.mosaic}: every window is empty (all-zero pixels); nothing to compare")
     result = {
         "model": model.card.name,
         "mosaic": args.mosaic.name,
@@ -105,10 +107,7 @@ def main() -> int:
             for p in PRECISIONS[1:]
         },
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json is not None:
-        args.json.write_text(text + "\n", encoding="utf-8")
+    print_result(result, args.json)
     return 0
 
 

@@ -23,7 +23,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -59,6 +58,7 @@ def main() -> int:
 
     from models.cam import cam_windows, minmax_per_window, normalise_input
     from models.scorecam import ScoreCamParams, minmax_per_map, scorecam
+    from worker.bench import print_result
     from worker.checkpoint import load_model
     from worker.engine import processing_image
     from worker.eval_data import load_split
@@ -195,10 +195,7 @@ def main() -> int:
         "top_k": options,
         "skip_below": skips,
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json is not None:
-        args.json.write_text(text + "\n", encoding="utf-8")
+    print_result(result, args.json)
     return 0
 
 

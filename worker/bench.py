@@ -159,6 +159,14 @@ def machine_slug(info: dict[str, Any], device: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
+def print_result(result: dict[str, Any], path: Path | None = None) -> None:
+    """Print a benchmark's JSON result, and write the same text to ``path`` when one is given."""
+    text = json.dumps(result, indent=2)
+    print(text)
+    if path is not None:
+        path.write_text(text + "\n", encoding="utf-8")
+
+
 def save_result(result: dict[str, Any], folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     mode = "" if result["mode"] == "exact" else f"-{result['mode']}"

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from worker.bench import BenchConfig, run_bench, save_result, table
+import pytest
+
+from worker.bench import BenchConfig, print_result, run_bench, save_result, table
 from worker.checkpoint import load_model
 
 
@@ -25,3 +27,13 @@ def test_bench_reports_engine_and_network_rates(tmp_path: Path, tiny_model_dir: 
     path = save_result(result, tmp_path / "results")
     assert json.loads(path.read_text())["batch_size"] == 8
     assert "engine / network" in table(result)
+
+
+def test_print_result_writes_what_it_prints(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    result = {"windows": 12, "ratio": 0.97, "nested": {"a": [1, 2]}}
+    print_result(result, tmp_path / "r.json")
+    printed = capsys.readouterr().out
+    assert json.loads(printed) == result
+    assert (tmp_path / "r.json").read_text(encoding="utf-8") == printed
+    print_result(result)  # no file: printing only
+    assert json.loads(capsys.readouterr().out) == result
