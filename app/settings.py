@@ -17,7 +17,7 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from models.errors import InvalidParameter
-from worker.model_zoo import DEFAULT_MODEL, DEFAULT_ZOO
+from worker.io.zoo import DEFAULT_MODEL, DEFAULT_ZOO
 
 OWNER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 """Owner names become folder names under the data folder, so they are kept to a safe alphabet."""

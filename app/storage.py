@@ -26,7 +26,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from worker.mosaic_io import MosaicHeader
+from worker.io.mosaic import MosaicHeader
 
 log = logging.getLogger(__name__)
 

@@ -39,17 +39,17 @@ def main() -> int:
 
     import torch
 
-    from models.dice import dice_sweep
-    from models.roc import mosaic_histogram
-    from worker.bench import print_result
-    from worker.checkpoint import load_model
-    from worker.dense import STRIDE, DenseOptions
-    from worker.engine import WindowStats, default_batch_size, processing_image
-    from worker.eval_data import labels_for, load_split
-    from worker.eval_sweep import dense_sweep, output_stride, sweep_heatmaps
-    from worker.mosaic_io import open_mosaic
-    from worker.params import SegmentParams
-    from worker.windows import WindowGrid
+    from models.metrics.dice import dice_sweep
+    from models.metrics.roc import mosaic_histogram
+    from worker.engine.bench import print_result
+    from worker.engine.dense import STRIDE, DenseOptions
+    from worker.engine.params import SegmentParams
+    from worker.engine.pipeline import WindowStats, default_batch_size, processing_image
+    from worker.engine.windows import WindowGrid
+    from worker.evaluation.data import labels_for, load_split
+    from worker.evaluation.sweep import dense_sweep, output_stride, sweep_heatmaps
+    from worker.io.checkpoint import load_model
+    from worker.io.mosaic import open_mosaic
 
     if args.threads:
         torch.set_num_threads(args.threads)

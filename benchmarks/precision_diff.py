@@ -48,12 +48,12 @@ def main() -> int:
 
     import torch
 
-    from worker.bench import print_result
-    from worker.checkpoint import load_model
-    from worker.engine import WindowStats, default_batch_size, run_windows, stitch_windows
-    from worker.mosaic_io import open_mosaic
-    from worker.params import SegmentParams
-    from worker.windows import WindowGrid
+    from worker.engine.bench import print_result
+    from worker.engine.params import SegmentParams
+    from worker.engine.pipeline import WindowStats, default_batch_size, run_windows, stitch_windows
+    from worker.engine.windows import WindowGrid
+    from worker.io.checkpoint import load_model
+    from worker.io.mosaic import open_mosaic
 
     device = torch.device(args.device)
     model = load_model(args.model, device)

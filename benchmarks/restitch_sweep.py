@@ -54,12 +54,12 @@ def main() -> int:
 
     import torch
 
-    from worker.checkpoint import load_model
-    from worker.engine import WindowStats, default_batch_size, run_windows, stitch_windows
-    from worker.eval_sweep import output_stride, sweep_heatmaps
-    from worker.mosaic_io import open_mosaic
-    from worker.params import SegmentParams
-    from worker.windows import WindowGrid
+    from worker.engine.params import SegmentParams
+    from worker.engine.pipeline import WindowStats, default_batch_size, run_windows, stitch_windows
+    from worker.engine.windows import WindowGrid
+    from worker.evaluation.sweep import output_stride, sweep_heatmaps
+    from worker.io.checkpoint import load_model
+    from worker.io.mosaic import open_mosaic
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -11,7 +11,7 @@
    ScoreCAM), and the exact map is ``ReLU(up(sum_k s_k A_k))``, min-max normalised per window as the engine
    does.
 3. ``top_k``: the same sum over the k channels the option keeps (ranked by mean activation or by classifier
-   weight x mean activation), every other ``s_k`` zero, which is what ``models.scorecam`` computes; one k is
+   weight x mean activation), every other ``s_k`` zero, which is what ``models.cam.scorecam`` computes; one k is
    checked against the library on every sampled window. Reported: max and mean |difference| of the
    normalised map and of the stitched contribution ``p x map``, the correlation, and the cost
    ``(1 + k) / (1 + C)`` of exact.
@@ -56,14 +56,14 @@ def main() -> int:
     import torch
     import torch.nn.functional as F
 
-    from models.cam import cam_windows, minmax_per_window, normalise_input
-    from models.scorecam import ScoreCamParams, minmax_per_map, scorecam
-    from worker.bench import print_result
-    from worker.checkpoint import load_model
-    from worker.engine import processing_image
-    from worker.eval_data import load_split
-    from worker.mosaic_io import open_mosaic
-    from worker.windows import WindowGrid
+    from models.cam.classic import cam_windows, minmax_per_window, normalise_input
+    from models.cam.scorecam import ScoreCamParams, minmax_per_map, scorecam
+    from worker.engine.bench import print_result
+    from worker.engine.pipeline import processing_image
+    from worker.engine.windows import WindowGrid
+    from worker.evaluation.data import load_split
+    from worker.io.checkpoint import load_model
+    from worker.io.mosaic import open_mosaic
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -37,7 +37,7 @@ def make_model_dir(
 
     from models.card import ModelCard
     from models.network import create_network
-    from worker.checkpoint import save_model
+    from worker.io.checkpoint import save_model
 
     torch.manual_seed(seed)
     net = create_network(arch, in_chans=1)

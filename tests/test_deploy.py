@@ -437,7 +437,7 @@ def test_dockerignore_keeps_secrets_and_local_state_out_of_the_images() -> None:
         "README.md",
         "app/api/__init__.py",
         "app/viewer/static/index.html",
-        "worker/runner.py",
+        "worker/queue/runner.py",
         "models/card.py",
         "docker/constraints.txt",
         "docker/requirements-api.txt",

@@ -20,9 +20,9 @@ from redis import Redis
 from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
 
-from app.api import health, jobs, model_cards, mosaics, results
 from app.api.errors import install_error_handlers
-from app.api.job_queue import JobQueue
+from app.api.routes import health, jobs, models, mosaics, results
+from app.api.services.job_queue import JobQueue
 from app.cli import package_version
 from app.settings import Settings, get_settings
 from app.storage import Storage
@@ -90,7 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             expose_headers=["Location"],
             max_age=600,
         )
-    for module in (health, mosaics, jobs, results, model_cards):
+    for module in (health, mosaics, jobs, results, models):
         app.include_router(module.router)
     mount_viewer(app)
     return app

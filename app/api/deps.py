@@ -7,7 +7,7 @@ from typing import Annotated, cast
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from app.api.job_queue import JobQueue
+from app.api.services.job_queue import JobQueue
 from app.auth import owner_for
 from app.settings import Settings
 from app.storage import Storage

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from worker.params import DEFAULT_INPUT_PIXEL_SIZE_UM
+from worker.engine.params import DEFAULT_INPUT_PIXEL_SIZE_UM
 
 ID = r"^[0-9a-f]{32}$"
 

@@ -1,7 +1,7 @@
 """The ``rcmseg`` command line.
 
-Each module in this package is one sub-command: it defines ``register(subparsers)``, which adds its parser
-and sets ``func`` to the function that runs it. Commands import heavy packages (torch) inside ``func`` so
+Each module named in ``COMMANDS`` is one sub-command: it defines ``register(subparsers)``, which adds its
+parser and sets ``func`` to the function that runs it (``options`` and ``logs`` are shared helpers). Commands import heavy packages (torch) inside ``func`` so
 ``rcmseg --help`` stays fast and this package stays free of torch.
 """
 
@@ -10,12 +10,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import pkgutil
 import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 
 from models.errors import RcmSegError
+
+COMMANDS = ("api", "bench", "evaluate", "phantom", "segment", "serve", "train", "weak_labels", "worker")
+"""The sub-command modules, in the order ``rcmseg --help`` lists them."""
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -37,11 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"rcmseg {package_version()}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        if info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"{__name__}.{info.name}")
-        module.register(sub)
+    for name in COMMANDS:
+        importlib.import_module(f"{__name__}.{name}").register(sub)
     return parser
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from app.cli._jsonlog import json_log_config, use_json_logs
+from app.cli.logs import json_log_config, use_json_logs
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from app.cli._options import positive_int, sigma_type
+from app.cli.options import positive_int, sigma_type
 
 
 def register(sub: Any) -> None:
@@ -44,16 +44,16 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import tempfile
 
-    from worker.bench import BenchConfig, run_bench, save_result, table
-    from worker.checkpoint import load_model
-    from worker.engine import resolve_device
-    from worker.model_zoo import resolve_model
+    from worker.engine.bench import BenchConfig, run_bench, save_result, table
+    from worker.engine.pipeline import resolve_device
+    from worker.io.checkpoint import load_model
+    from worker.io.zoo import resolve_model
 
     device = resolve_device(args.device)
     if args.model is None:
         from models.card import ModelCard
         from models.network import create_network
-        from worker.checkpoint import save_model
+        from worker.io.checkpoint import save_model
 
         folder = Path(tempfile.mkdtemp(prefix="rcmseg-bench-model-")) / "b2"
         card = ModelCard(

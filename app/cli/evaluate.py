@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from app.cli._options import non_negative_int, positive_int, sigma_units
+from app.cli.options import non_negative_int, positive_int, sigma_units
 
 log = logging.getLogger("rcmseg.evaluate")
 
@@ -112,8 +112,8 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from worker.eval_data import load_split
-    from worker.evaluate import EvalParams
+    from worker.evaluation.data import load_split
+    from worker.evaluation.protocol import EvalParams
 
     split = load_split(
         args.mosaics,
@@ -125,12 +125,12 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from worker.checkpoint import load_model
-    from worker.engine import resolve_device
-    from worker.eval_report import write_report
-    from worker.evaluate import evaluate
-    from worker.model_zoo import resolve_model
-    from worker.params import Progress, RunOptions
+    from worker.engine.params import Progress, RunOptions
+    from worker.engine.pipeline import resolve_device
+    from worker.evaluation.protocol import evaluate
+    from worker.evaluation.report import write_report
+    from worker.io.checkpoint import load_model
+    from worker.io.zoo import resolve_model
 
     if args.threads:
         torch.set_num_threads(args.threads)

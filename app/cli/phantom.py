@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger("pyvips").setLevel(logging.WARNING)
     from tqdm import tqdm
 
-    from worker.phantom_files import PhantomRun, generate_phantoms
+    from worker.datasets.phantom_files import PhantomRun, generate_phantoms
 
     if args.count < 1:
         raise InvalidParameter(f"--count must be >= 1, got {args.count}")

@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from app.cli._options import positive_int, sigma_type
+from app.cli.options import positive_int, sigma_type
 
 log = logging.getLogger("rcmseg.segment")
 
@@ -74,12 +74,12 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from models.scorecam import scorecam_cost
-    from worker.checkpoint import load_model
-    from worker.engine import estimate_windows, resolve_device, segment_mosaic
-    from worker.model_zoo import resolve_model
-    from worker.mosaic_io import VivaBlockLayout, probe
-    from worker.params import Progress, RunOptions, SegmentParams
+    from models.cam.scorecam import scorecam_cost
+    from worker.engine.params import Progress, RunOptions, SegmentParams
+    from worker.engine.pipeline import estimate_windows, resolve_device, segment_mosaic
+    from worker.io.checkpoint import load_model
+    from worker.io.mosaic import VivaBlockLayout, probe
+    from worker.io.zoo import resolve_model
 
     device = resolve_device(args.device)
     params = SegmentParams(

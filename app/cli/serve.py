@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from app.auth import new_token
-from app.cli._options import positive_int
+from app.cli.options import positive_int
 from app.settings import Settings, WorkerSettings, load_settings
 from models.errors import RcmSegError
 

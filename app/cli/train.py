@@ -144,8 +144,8 @@ def write_logs(out: Path, history: list[dict[str, Any]]) -> None:
 
 def train_params(args: argparse.Namespace) -> Any:
     """The ``TrainParams`` the options describe (validated there)."""
-    from models.augment import AugmentParams
-    from models.training import TrainParams
+    from models.training.augment import AugmentParams
+    from models.training.loop import TrainParams
 
     return TrainParams(
         arch=args.arch,
@@ -182,7 +182,7 @@ class TrainingRun:
         import torch
         from tqdm import tqdm
 
-        from worker.patches import cache_mosaics, read_table
+        from worker.datasets.patches import cache_mosaics, read_table
 
         if args.workers < 0:
             raise InvalidParameter(f"--workers must be >= 0, got {args.workers}")
@@ -208,7 +208,7 @@ class TrainingRun:
         import torch
         from torch.utils.data import DataLoader
 
-        from worker.patches import PatchDataset
+        from worker.datasets.patches import PatchDataset
 
         p = self.params
         data = PatchDataset(
@@ -239,7 +239,7 @@ class TrainingRun:
 
     def training_record(self, trainer: Any) -> dict[str, Any]:
         """The card's ``training`` object: data summary, hyperparameters, hardware, time, code version."""
-        from worker.patches import table_counts
+        from worker.datasets.patches import table_counts
 
         p, meta = self.params, self.table.meta
         schedule = (
@@ -290,7 +290,7 @@ class TrainingRun:
         """Save the resumable state, the model folder when the epoch is the best, and the logs."""
         import torch
 
-        from worker.checkpoint import save_model
+        from worker.io.checkpoint import save_model
 
         last = self.state_dir / "last.pt"
         torch.save(trainer.state_dict(), last.with_suffix(".tmp"))
@@ -308,8 +308,8 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from models.network import create_network
-    from models.training import Trainer, estimate_mean_std, fit, init_classifier
-    from worker.checkpoint import load_model, save_model
+    from models.training.loop import Trainer, estimate_mean_std, fit, init_classifier
+    from worker.io.checkpoint import load_model, save_model
 
     job = TrainingRun(args)
     net = create_network(job.params.arch, in_chans=1, drop_rate=job.params.drop_rate)

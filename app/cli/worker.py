@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from app.cli._jsonlog import use_json_logs
+from app.cli.logs import use_json_logs
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from app.settings import get_worker_settings
     from app.storage import Storage
-    from worker.params import RunOptions
-    from worker.runner import WorkerConfig, run_worker
+    from worker.engine.params import RunOptions
+    from worker.queue.runner import WorkerConfig, run_worker
 
     settings = get_worker_settings()
     use_json_logs("DEBUG" if args.verbose else "INFO")

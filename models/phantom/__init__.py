@@ -1,6 +1,6 @@
 """Synthetic RCM mosaics of pigmented lesions at the dermal-epidermal junction, with pixel label maps.
 
-Pure array code: ``render_phantom`` returns arrays; ``worker.phantom_files`` writes them to disk.
+Pure array code: ``render_phantom`` returns arrays; ``worker.datasets.phantom_files`` writes them to disk.
 """
 
 from __future__ import annotations

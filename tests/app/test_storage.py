@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from app.storage import Storage, mosaic_id_for, sniff_format
-from worker.mosaic_io import MosaicHeader
+from worker.io.mosaic import MosaicHeader
 
 HEADER = MosaicHeader(width=10, height=20, bands=1, bit_depth=8, format="png")
 SHA = "ab" * 32

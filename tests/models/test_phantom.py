@@ -12,7 +12,7 @@ from app.cli import main
 from models.card import LABEL_CODES
 from models.errors import InvalidParameter
 from models.phantom import MILD, PhantomParams, phantom_params, render_phantom
-from worker.phantom_files import MANIFEST, MANIFEST_FIELDS, PhantomRun, generate_phantoms
+from worker.datasets.phantom_files import MANIFEST, MANIFEST_FIELDS, PhantomRun, generate_phantoms
 
 SMALL = PhantomParams(width=420, height=380)
 

@@ -1,0 +1,331 @@
+"""Jobs as the API sees them: submitted to RQ by dotted name, read back, mapped to the public status.
+
+Redis keys besides RQ's own, under the queue's name so that two deployments sharing one Redis never see each
+other's jobs (all expire with the retention period):
+
+- ``rcmseg:<queue>:owner:<owner>:jobs``: sorted set of the owner's job ids by creation time (for listing);
+- ``rcmseg:<queue>:dedupe:<owner>:<result_key>``: the job that computes (or computed) that result;
+- ``rcmseg:<queue>:cancel:<job_id>``: set when the owner asked to cancel; the worker polls it between batches.
+
+A job's identity for reuse (its ``result_key``) hashes the mosaic's bytes, the model's card and weights and
+every engine parameter; the result folder is named by it, so identical requests share one result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from redis import Redis
+from rq import Queue, Retry, Worker
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
+from rq.job import Job, JobStatus
+from rq.serializers import JSONSerializer
+
+from app.api.errors import Conflict, FieldError, NotFound
+from app.settings import WorkerSettings
+from app.storage import ID_PATTERN, MosaicRecord, Storage
+from models.card import ModelCard
+from models.errors import InvalidModel
+from worker.engine.params import SegmentParams
+from worker.io.zoo import CARD_FILE, WEIGHTS_FILE, read_card
+
+log = logging.getLogger(__name__)
+
+JOB_FUNCTION = "worker.queue.job.run_segment_job"
+PublicStatus = Literal["queued", "running", "finished", "failed", "canceled"]
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """A zoo model named by a request, with what identifies its weights."""
+
+    name: str
+    card: ModelCard
+    identity: dict[str, str]
+
+
+def choose_model(zoo: Path, name: str) -> ModelChoice:
+    """A model of the zoo by folder name; a name that is not there is a 422 naming the field."""
+    folder = zoo / name
+    if "/" in name or name.startswith(".") or not folder.is_dir():
+        raise FieldError("model", f"{name!r} is not a model of the zoo (GET /v1/models lists them)")
+    try:
+        card = read_card(folder)
+    except InvalidModel as exc:
+        raise FieldError("model", f"{name!r} is not usable: {str(exc).replace(str(folder), name)}") from None
+    return ModelChoice(name=name, card=card, identity=_model_identity(folder))
+
+
+def _model_identity(folder: Path) -> dict[str, str]:
+    weights = folder / WEIGHTS_FILE
+    stat = weights.stat()
+    return {
+        "card_sha256": hashlib.sha256((folder / CARD_FILE).read_bytes()).hexdigest(),
+        "weights_sha256": _weights_sha256(str(weights), stat.st_size, stat.st_mtime_ns),
+    }
+
+
+@lru_cache(maxsize=64)
+def _weights_sha256(path: str, _size: int, _mtime_ns: int) -> str:
+    """Hashed once per file version (size and mtime are part of the cache key)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def result_key_for(mosaic_sha256: str, model: ModelChoice, params: SegmentParams) -> str:
+    identity = {"mosaic": mosaic_sha256, "model": model.identity, "params": asdict(params)}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+class JobQueue:
+    """Submits, reads, lists and cancels one owner's jobs; finds abandoned ones."""
+
+    def __init__(self, redis: Redis, settings: WorkerSettings, storage: Storage) -> None:
+        self.redis = redis
+        self.settings = settings
+        self.storage = storage
+        self.queue = Queue(settings.queue, connection=redis, serializer=JSONSerializer)
+        self.prefix = f"rcmseg:{settings.queue}"
+
+    def owner_jobs_key(self, owner: str) -> str:
+        return f"{self.prefix}:owner:{owner}:jobs"
+
+    def dedupe_key(self, owner: str, result_key: str) -> str:
+        return f"{self.prefix}:dedupe:{owner}:{result_key}"
+
+    def cancel_key(self, job_id: str) -> str:
+        return f"{self.prefix}:cancel:{job_id}"
+
+    # -- reading -------------------------------------------------------------------------------------
+
+    def fetch(self, owner: str, job_id: str) -> Job:
+        """The owner's job; any other id (malformed, expired, someone else's) is the same 404."""
+        if ID_PATTERN.match(job_id):
+            try:
+                job = Job.fetch(job_id, connection=self.redis, serializer=JSONSerializer)
+            except NoSuchJobError:
+                job = None
+            if job is not None and self._belongs(job, owner):
+                return job
+        raise NotFound(f"no job {job_id!r}")
+
+    def list(self, owner: str, *, limit: int) -> list[Job]:
+        key = self.owner_jobs_key(owner)
+        ids = [_text(i) for i in self.redis.zrevrange(key, 0, limit - 1)]  # type: ignore[union-attr]
+        jobs = Job.fetch_many(ids, connection=self.redis, serializer=JSONSerializer)
+        gone = [job_id for job_id, job in zip(ids, jobs, strict=True) if job is None]
+        if gone:
+            self.redis.zrem(key, *gone)
+        return [j for j in jobs if j is not None and self._belongs(j, owner)]
+
+    def _belongs(self, job: Job, owner: str) -> bool:
+        """The owner's job on this deployment's queue (RQ's job keys are shared by every queue on a Redis)."""
+        return job.origin == self.settings.queue and job.meta.get("owner") == owner
+
+    def status(self, job: Job) -> PublicStatus:
+        rq_status = job.get_status(refresh=False)
+        if rq_status in (JobStatus.CANCELED, JobStatus.STOPPED):
+            return "canceled"
+        if rq_status == JobStatus.STARTED:
+            return "running"
+        if rq_status == JobStatus.FINISHED:
+            return "finished"
+        if rq_status == JobStatus.FAILED:
+            canceled = (job.meta.get("error") or {}).get("code") == "canceled"
+            return "canceled" if canceled else "failed"
+        return "queued"  # queued, deferred, scheduled (a retry waiting for its slot)
+
+    def view(self, job: Job, *, base: str = "") -> dict[str, Any]:
+        """The public body of a job (see ``app.api.schemas.JobOut``)."""
+        meta = job.meta
+        owner = str(meta["owner"])
+        status = self.status(job)
+        error = None
+        result = None
+        if status == "finished":
+            summary = self.storage.read_summary(owner, str(meta["result_key"]))
+            if summary is None:
+                status = "failed"
+                error = {
+                    "code": "result_expired",
+                    "message": "the result was deleted after the retention period",
+                }
+            else:
+                result = self._result_links(job.id, summary, base)
+        elif status == "failed":
+            error = self._failure(job)
+        elif status == "canceled":
+            error = meta.get("error") or {"code": "canceled", "message": "canceled before it started"}
+        progress = 1.0 if status == "finished" else float(meta.get("progress", 0.0))
+        return {
+            "id": job.id,
+            "status": status,
+            "mosaic_id": meta.get("mosaic_id"),
+            "model": meta.get("model"),
+            "params": meta.get("params", {}),
+            "reused": False,
+            "cancel_requested": bool(self.redis.exists(self.cancel_key(job.id))),
+            "progress": progress,
+            "stage": meta.get("stage") if status == "running" else status,
+            "windows_done": meta.get("windows_done"),
+            "windows_total": meta.get("windows_total"),
+            "eta_s": meta.get("eta_s") if status == "running" else None,
+            "attempts": meta.get("attempts", 0),
+            "created_at": _iso(job.created_at),
+            "started_at": _iso(job.started_at),
+            "finished_at": _iso(job.ended_at) if status in ("finished", "failed", "canceled") else None,
+            "error": error,
+            "result": result,
+        }
+
+    @staticmethod
+    def _result_links(job_id: str, summary: dict[str, object], base: str) -> dict[str, Any]:
+        root = f"{base}/v1/jobs/{job_id}"
+        return {
+            "summary": summary,
+            "layers": {layer: f"{root}/dzi/{layer}.dzi" for layer in ("mosaic", "heatmap", "mask")},
+            "geojson": f"{root}/files/regions.geojson",
+            "heatmap_tiff": f"{root}/files/heatmap.tif",
+            "mask_tiff": f"{root}/files/mask.tif",
+        }
+
+    def _failure(self, job: Job) -> dict[str, str]:
+        recorded = job.meta.get("error")
+        if isinstance(recorded, dict) and "code" in recorded:
+            return {"code": str(recorded["code"]), "message": str(recorded.get("message", ""))}
+        latest = job.latest_result()
+        if latest is not None and "AbandonedJobError" in (latest.exc_string or ""):
+            return {
+                "code": "worker_lost",
+                "message": "the worker running this job stopped reporting (killed, out of memory or crashed) "
+                "and no retry was left",
+            }
+        return {
+            "code": "internal_error",
+            "message": "the job failed unexpectedly; the worker log has the details",
+        }
+
+    # -- writing -------------------------------------------------------------------------------------
+
+    def submit(
+        self,
+        owner: str,
+        mosaic: MosaicRecord,
+        model: ModelChoice,
+        params: SegmentParams,
+        request: dict[str, Any],
+    ) -> tuple[Job, bool]:
+        """Queue a job, or return the job that already computed (or is computing) the same result."""
+        result_key = result_key_for(mosaic.sha256, model, params)
+        earlier = self._reusable(owner, result_key)
+        if earlier is not None:
+            self.storage.touch_result(owner, result_key)
+            return earlier, True
+        job_id = uuid.uuid4().hex
+        retention = self.settings.retention_s
+        meta = {
+            "owner": owner,
+            "mosaic_id": mosaic.id,
+            "model": model.name,
+            "params": request,
+            "result_key": result_key,
+            "stage": "queued",
+            "progress": 0.0,
+            "attempts": 0,
+        }
+        kwargs = {
+            "source": self.storage.source_relpath(owner, mosaic),
+            "out_dir": self.storage.result_relpath(owner, result_key),
+            "model": model.name,
+            "params": asdict(params),
+            "cancel_key": self.cancel_key(job_id),
+        }
+        self.storage.touch_mosaic(owner, mosaic.id)
+        job = self.queue.enqueue_call(
+            func=JOB_FUNCTION,
+            kwargs=kwargs,
+            timeout=self.settings.job_timeout_s,
+            result_ttl=retention,
+            failure_ttl=retention,
+            job_id=job_id,
+            meta=meta,
+            retry=Retry(max=self.settings.job_retries) if self.settings.job_retries else None,
+            description=f"segment mosaic {mosaic.id} with {model.name}",
+        )
+        with self.redis.pipeline() as pipe:
+            pipe.zadd(self.owner_jobs_key(owner), {job_id: job.created_at.timestamp()})
+            pipe.expire(self.owner_jobs_key(owner), retention)
+            pipe.set(self.dedupe_key(owner, result_key), job_id, ex=retention)
+            pipe.execute()
+        log.info("job queued", extra={"owner": owner, "job_id": job_id, "mosaic_id": mosaic.id})
+        return job, False
+
+    def _reusable(self, owner: str, result_key: str) -> Job | None:
+        earlier_id = self.redis.get(self.dedupe_key(owner, result_key))
+        if earlier_id is None:
+            return None
+        try:
+            job = self.fetch(owner, _text(earlier_id))
+        except NotFound:
+            return None
+        status = self.status(job)
+        if status == "finished" and self.storage.result_dir(owner, result_key) is not None:
+            return job
+        if status in ("queued", "running") and not self.redis.exists(self.cancel_key(job.id)):
+            return job
+        return None
+
+    def cancel(self, job: Job) -> Job:
+        """Ask a queued or running job to stop: a queued job never starts, a running one stops between
+        batches and frees its worker."""
+        status = self.status(job)
+        if status not in ("queued", "running"):
+            raise Conflict(f"job {job.id} is {status}; only queued or running jobs can be canceled")
+        # The flag comes first: a job that a worker picks up while we cancel it sees it at its start.
+        self.redis.set(self.cancel_key(job.id), 1, ex=self.settings.retention_s)
+        if job.get_status(refresh=True) in (JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED):
+            with contextlib.suppress(InvalidJobOperation):  # a concurrent request canceled it first
+                job.cancel()
+            self.redis.expire(job.key, self.settings.retention_s)  # RQ keeps canceled jobs forever
+        log.info("job cancel requested", extra={"owner": job.meta.get("owner"), "job_id": job.id})
+        job.refresh()
+        return job
+
+    # -- crash safety --------------------------------------------------------------------------------
+
+    def reap_abandoned(self) -> None:
+        """Retry or fail jobs whose worker stopped heartbeating (killed, out of memory, GPU fault).
+
+        Workers do this too, but only between jobs; doing it here means a job is never reported running
+        for longer than the heartbeat period after its worker died, even when no worker is left. The
+        workers' own maintenance lock keeps two cleanups from retrying one job twice.
+        """
+        if not self.queue.acquire_maintenance_lock():
+            return
+        try:
+            self.queue.started_job_registry.cleanup()
+        finally:
+            self.queue.release_maintenance_lock()
+
+    def live_workers(self) -> int:
+        return len(Worker.all(queue=self.queue))

@@ -1,0 +1,39 @@
+"""``rcmseg bench`` measures, it does not assert speed: check it reports every stage and a sane ratio."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from worker.engine.bench import BenchConfig, print_result, run_bench, save_result, table
+from worker.io.checkpoint import load_model
+
+
+def test_bench_reports_engine_and_network_rates(tmp_path: Path, tiny_model_dir: Path) -> None:
+    model = load_model(tiny_model_dir)
+    result = run_bench(
+        model,
+        BenchConfig(input_size=300, downsample=1, step=48, network_iters=2, batch_size=8),
+        workdir=tmp_path,
+    )
+    assert result["windows"]["total"] == 6 * 6  # starts 0, 48, ..., 192 and 236 on each axis
+    for stage in ("read_downsample", "extract", "h2d", "network", "stitch", "heatmap_dzi", "total"):
+        assert stage in result["stage_seconds"], stage
+    assert result["engine_windows_per_s"] > 0 and result["network_windows_per_s"] > 0
+    assert 0 < result["engine_to_network"] < 10
+    assert result["peak_rss_mib"] > 0 and result["machine"]["cores"]
+    path = save_result(result, tmp_path / "results")
+    assert json.loads(path.read_text())["batch_size"] == 8
+    assert "engine / network" in table(result)
+
+
+def test_print_result_writes_what_it_prints(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    result = {"windows": 12, "ratio": 0.97, "nested": {"a": [1, 2]}}
+    print_result(result, tmp_path / "r.json")
+    printed = capsys.readouterr().out
+    assert json.loads(printed) == result
+    assert (tmp_path / "r.json").read_text(encoding="utf-8") == printed
+    print_result(result)  # no file: printing only
+    assert json.loads(capsys.readouterr().out) == result

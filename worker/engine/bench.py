@@ -1,0 +1,201 @@
+"""``rcmseg bench``: the engine end to end on a generated mosaic, beside the bare network on the same batch.
+
+Both figures come from one run on one machine, so their ratio says how much of the network's speed the engine
+keeps after reading, window extraction, copies, stitching and export.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import resource
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pyvips
+import torch
+
+from models.cam.classic import cam_windows
+from worker.engine.params import Mode, Precision, RunOptions, SegmentParams
+from worker.engine.pipeline import PRECISIONS, default_batch_size, segment_mosaic
+from worker.io.checkpoint import LoadedModel
+
+
+@dataclass(frozen=True, kw_only=True)
+class BenchConfig:
+    """What to measure: mosaic size at input resolution, the engine's parameters and the repetitions."""
+
+    input_size: int = 12000
+    downsample: int = 4
+    step: int = 25
+    sigma: float | None = None
+    precision: Precision = "fp32"
+    batch_size: int | None = None
+    mode: Mode = "exact"
+    network_iters: int = 10
+
+
+def machine_info() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info: dict[str, Any] = {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+    }
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def make_bench_mosaic(path: Path, size: int, seed: int = 0) -> None:
+    """A speckled, patterned 8-bit mosaic with a black margin, streamed to a tiled TIFF by libvips."""
+    noise = pyvips.Image.gaussnoise(size, size, mean=110, sigma=35, seed=seed)
+    xy = pyvips.Image.xyz(size, size)
+    pattern = ((xy[0] / 23.0).sin() * (xy[1] / 31.0).cos() * 50 + noise).cast("uchar")
+    margin = size // 25
+    pattern.crop(margin, 0, size - margin, size).embed(margin, 0, size, size, extend="black").tiffsave(
+        str(path), tile=True, compression="deflate", bigtiff=size * size > 2**31
+    )
+
+
+def bare_network_rate(model: LoadedModel, *, batch_size: int, precision: str, iters: int) -> float:
+    """Windows per second of the network alone (features, head, CAM) on a device-resident batch."""
+    device = next(model.net.parameters()).device
+    s = model.card.window
+    x = torch.randn(batch_size, model.card.in_chans, s, s, device=device)
+    dtype = PRECISIONS[precision]
+    with torch.inference_mode():
+        for _ in range(2):
+            cam_windows(model.net, x, dtype=dtype).maps.cpu()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        for _ in range(iters):
+            cam_windows(model.net, x, dtype=dtype).maps.cpu()
+        elapsed = time.perf_counter() - t0
+    return batch_size * iters / elapsed
+
+
+def run_bench(model: LoadedModel, config: BenchConfig, *, workdir: Path | None = None) -> dict[str, Any]:
+    """Generate the mosaic, run the engine once (after a small warm-up), then the bare network."""
+    device = next(model.net.parameters()).device
+    batch = config.batch_size or default_batch_size(device, model.card.window)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    with tempfile.TemporaryDirectory(prefix="rcmseg-bench-", dir=workdir) as tmp:
+        work = Path(tmp)
+        mosaic = work / "bench.tif"
+        t0 = time.perf_counter()
+        make_bench_mosaic(mosaic, config.input_size)
+        generate_s = time.perf_counter() - t0
+        params = SegmentParams(
+            step=config.step,
+            sigma=config.sigma,
+            downsample=config.downsample,
+            precision=config.precision,
+            mode=config.mode,
+        )
+        options = RunOptions(batch_size=batch, workdir=str(work))
+        warm = work / "warm.tif"
+        make_bench_mosaic(warm, model.card.window * config.downsample * 2)
+        segment_mosaic(warm, model, work / "warm-out", params=params, options=options)
+        t1 = time.perf_counter()
+        summary = segment_mosaic(mosaic, model, work / "out", params=params, options=options)
+        wall = time.perf_counter() - t1
+    windows: dict[str, int] = summary["windows"]  # type: ignore[assignment]
+    processing: dict[str, int] = summary["processing"]  # type: ignore[assignment]
+    computed = int(windows["computed"])  # type: ignore[index]
+    network_rate = bare_network_rate(
+        model, batch_size=batch, precision=config.precision, iters=config.network_iters
+    )
+    engine_rate = computed / wall
+    result: dict[str, Any] = {
+        "date": date.today().isoformat(),
+        "machine": machine_info(),
+        "device": str(device),
+        "precision": config.precision,
+        "batch_size": batch,
+        "model": {"name": model.card.name, "arch": model.card.arch, "window": model.card.window},
+        "mosaic": {
+            "input": f"{config.input_size} x {config.input_size}",
+            "downsample": config.downsample,
+            "processing": f"{processing['width']} x {processing['height']}",
+        },
+        "mode": config.mode,
+        "step": config.step,
+        "sigma": config.sigma,
+        "windows": windows,
+        "stage_seconds": summary["timings_s"],
+        "wall_s": round(wall, 3),
+        "generate_s": round(generate_s, 3),
+        "engine_windows_per_s": round(engine_rate, 2),
+        "network_windows_per_s": round(network_rate, 2),
+        "engine_to_network": round(engine_rate / network_rate, 3),
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+    if device.type == "cuda":
+        result["peak_gpu_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    return result
+
+
+def machine_slug(info: dict[str, Any], device: str) -> str:
+    """A file-name-safe machine name: "Intel(R) Xeon(R) Processor", 2 cores: ``intel-xeon-processor-2c``."""
+    name = info.get("gpu") if device.startswith("cuda") else f"{info['cpu']}-{info['cores']}c"
+    name = re.sub(r"\((r|tm|c)\)", "", str(name), flags=re.IGNORECASE)
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def print_result(result: dict[str, Any], path: Path | None = None) -> None:
+    """Print a benchmark's JSON result, and write the same text to ``path`` when one is given."""
+    text = json.dumps(result, indent=2)
+    print(text)
+    if path is not None:
+        path.write_text(text + "\n", encoding="utf-8")
+
+
+def save_result(result: dict[str, Any], folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    mode = "" if result["mode"] == "exact" else f"-{result['mode']}"
+    path = folder / f"{machine_slug(result['machine'], result['device'])}-{result['date']}{mode}.json"
+    path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def table(result: dict[str, Any]) -> str:
+    """A readable table of one result."""
+    rows = [
+        ("machine", f"{result['machine'].get('gpu') or result['machine']['cpu']} ({result['device']})"),
+        (
+            "mosaic",
+            f"{result['mosaic']['input']} / {result['mosaic']['downsample']} = "
+            f"{result['mosaic']['processing']}",
+        ),
+        (
+            "mode, step, precision, batch",
+            f"{result['mode']}, {result['step']}, {result['precision']}, {result['batch_size']}",
+        ),
+        ("windows (computed)", str(result["windows"]["computed"])),
+        *((f"  {k} s", f"{v:.3f}") for k, v in result["stage_seconds"].items()),
+        ("engine windows/s", f"{result['engine_windows_per_s']:.1f}"),
+        ("bare network windows/s", f"{result['network_windows_per_s']:.1f}"),
+        ("engine / network", f"{result['engine_to_network']:.3f}"),
+        ("peak RSS MiB", f"{result['peak_rss_mib']:.0f}"),
+    ]
+    if "peak_gpu_mib" in result:
+        rows.append(("peak GPU MiB", f"{result['peak_gpu_mib']:.0f}"))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)

@@ -1,0 +1,172 @@
+"""Gaussian-weighted stitching of per-window maps into one heatmap, accumulated in place, once.
+
+Windows arrive in raster order. Only a band of rows that later windows can still touch is kept (on the
+compute device); rows above the next window row are final, divided by their weight sum and handed to a sink
+that holds the whole heatmap either in memory or in a raw file on disk. Memory is therefore bounded by the
+band (window x width), not by the mosaic.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import tempfile
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from models.cam.classic import upsample_maps
+from models.errors import InvalidParameter
+
+
+@functools.lru_cache(maxsize=16)
+def _gaussian_1d(size: int, sigma: float) -> np.ndarray:
+    u = np.arange(size, dtype=np.float64) - (size - 1) / 2.0
+    return np.exp(-(u**2) / (2.0 * sigma**2))
+
+
+def gaussian_weights(size: int, sigma: float | None) -> np.ndarray:
+    """G(u, v) = exp(-((u-c)^2 + (v-c)^2) / (2 sigma^2)), c = (size-1)/2; all ones for ``None``.
+
+    Built from cached separable 1-D pieces.
+    """
+    if sigma is None:
+        return np.ones((size, size), dtype=np.float32)
+    if not sigma > 0:
+        raise InvalidParameter(f"sigma must be > 0, got {sigma}")
+    g = _gaussian_1d(size, float(sigma))
+    return np.outer(g, g).astype(np.float32)
+
+
+class HeatSink(Protocol):
+    """Where finished heatmap rows go."""
+
+    def write_rows(self, y0: int, rows: np.ndarray) -> None: ...
+
+    def result(self) -> np.ndarray: ...
+
+
+class ArraySink:
+    """Keeps the heatmap in memory."""
+
+    def __init__(self, height: int, width: int) -> None:
+        self.heat = np.zeros((height, width), dtype=np.float32)
+
+    def write_rows(self, y0: int, rows: np.ndarray) -> None:
+        self.heat[y0 : y0 + rows.shape[0]] = rows
+
+    def result(self) -> np.ndarray:
+        return self.heat
+
+
+class FileSink:
+    """Streams rows into a raw float32 file, read back as a read-only memory map."""
+
+    def __init__(self, height: int, width: int, directory: Path) -> None:
+        self.shape = (height, width)
+        fd, name = tempfile.mkstemp(prefix="heat-", suffix=".f32", dir=directory)
+        self.path = Path(name)
+        self._fh = open(fd, "wb")  # noqa: SIM115 - closed in result()
+        self._fh.truncate(height * width * 4)
+
+    def write_rows(self, y0: int, rows: np.ndarray) -> None:
+        self._fh.seek(y0 * self.shape[1] * 4)
+        self._fh.write(np.ascontiguousarray(rows, dtype=np.float32).tobytes())
+
+    def result(self) -> np.ndarray:
+        if not self._fh.closed:
+            self._fh.close()
+        return np.memmap(self.path, dtype=np.float32, mode="r", shape=self.shape)
+
+
+def make_sink(height: int, width: int, *, budget_bytes: int, workdir: Path) -> HeatSink:
+    """An in-memory sink when the heatmap fits the budget, a disk-backed one otherwise."""
+    if height * width * 4 <= budget_bytes:
+        return ArraySink(height, width)
+    return FileSink(height, width, workdir)
+
+
+class StripStitcher:
+    """Accumulates weighted window maps over a rolling band of rows.
+
+    ``add`` takes a batch of maps (any h x w, upsampled here to the window size), the windows'
+    probabilities and their top-left corners; ``flush_until(y)`` finalises every row above ``y`` (call it
+    with the next window row's y); ``finish()`` finalises the rest and returns the heatmap cropped to the
+    unpadded image.
+    """
+
+    def __init__(
+        self,
+        *,
+        height: int,
+        width: int,
+        window: int,
+        sigma: float | None,
+        sink: HeatSink,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        self.height, self.width, self.window = height, width, window
+        self.padded_h, self.padded_w = max(height, window), max(width, window)
+        self.weights = torch.from_numpy(gaussian_weights(window, sigma)).to(device)
+        self.device = torch.device(device)
+        self.sink = sink
+        self.band_y0 = 0
+        self._num = torch.zeros((0, self.padded_w), dtype=torch.float32, device=self.device)
+        self._den = torch.zeros_like(self._num)
+        self.covered_pixels = 0
+
+    def _ensure_band(self, y_end: int) -> None:
+        rows = y_end - self.band_y0
+        if rows > self._num.shape[0]:
+            extra = rows - self._num.shape[0]
+            pad = torch.zeros((extra, self.padded_w), dtype=torch.float32, device=self.device)
+            self._num = torch.cat([self._num, pad])
+            self._den = torch.cat([self._den, pad.clone()])
+
+    def add(self, maps: torch.Tensor, prob: torch.Tensor, ys: np.ndarray, xs: np.ndarray) -> None:
+        """Add p * upsample(map) weighted by G for each window at (ys[i], xs[i])."""
+        if len(ys) == 0:
+            return
+        s = self.window
+        if int(ys.min()) < self.band_y0:
+            raise InvalidParameter(f"window row {int(ys.min())} was already flushed (band at {self.band_y0})")
+        self._ensure_band(int(ys.max()) + s)
+        contrib = upsample_maps(maps.to(self.device, torch.float32), s)
+        contrib = contrib * prob.to(self.device, torch.float32).view(-1, 1, 1) * self.weights
+        for i, (y, x) in enumerate(zip(ys.tolist(), xs.tolist(), strict=True)):
+            r = y - self.band_y0
+            self._num[r : r + s, x : x + s] += contrib[i]
+            self._den[r : r + s, x : x + s] += self.weights
+
+    def flush_until(self, y: int) -> None:
+        """Finalise rows [band_y0, y): no later window can reach them."""
+        y = min(y, self.padded_h)
+        n = y - self.band_y0
+        if n <= 0:
+            return
+        self._ensure_band(y)
+        num, den = self._num[:n], self._den[:n]
+        heat = torch.where(
+            den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), torch.zeros_like(num)
+        )
+        keep_rows = max(0, min(n, self.height - self.band_y0))
+        if keep_rows:
+            cropped = heat[:keep_rows, : self.width].clamp_(0.0, 1.0)
+            self.covered_pixels += int((den[:keep_rows, : self.width] > 0).sum())
+            self.sink.write_rows(self.band_y0, cropped.cpu().numpy())
+        self._num = self._num[n:].clone()
+        self._den = self._den[n:].clone()
+        self.band_y0 = y
+
+    def finish(self) -> np.ndarray:
+        self.flush_until(self.padded_h)
+        return self.sink.result()
+
+
+def band_rows_bound(window: int, step: int, batch: int, width: int) -> int:
+    """Upper bound of band height for a batch size, for memory planning and documentation."""
+    per_row = max(1, math.ceil(max(width - window, 0) / step) + 1)
+    rows_per_batch = math.ceil(batch / per_row) + 1
+    return window + rows_per_batch * step

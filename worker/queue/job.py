@@ -1,0 +1,191 @@
+"""The queue job: segment one uploaded mosaic, report progress into the job's meta, heed cancellation.
+
+The API enqueues ``worker.queue.job.run_segment_job`` by name with JSON keyword arguments (paths relative to
+the data folder, a zoo model name, the engine parameters, the Redis key that asks for cancellation). The
+worker process (``worker.queue.runner``) loads its models once and installs a ``WorkerRuntime`` here before it
+takes jobs; the job only looks models up.
+
+Job meta written while it runs: ``stage``, ``windows_done``, ``windows_total``, ``progress`` (0..1 over
+the stages), ``eta_s``, ``attempts``, and ``error`` ``{code, message}`` when it fails.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rq import get_current_job
+from rq.job import Job
+from rq.timeouts import JobTimeoutException
+
+from models.errors import InvalidModel, JobCanceled, RcmSegError
+from worker.engine.params import Progress, RunOptions, SegmentParams
+from worker.io.checkpoint import LoadedModel, load_model
+
+log = logging.getLogger(__name__)
+
+STAGE_SPAN = {"read": (0.0, 0.05), "windows": (0.05, 0.9), "export": (0.9, 1.0)}
+"""Where each engine stage sits in the overall progress fraction."""
+SUMMARY = "summary.json"
+
+
+@dataclass
+class WorkerRuntime:
+    """What a worker process holds for its jobs: the data folder, loaded models and a heartbeat."""
+
+    data_dir: Path
+    zoo: Path
+    device: str
+    options: RunOptions
+    models: dict[Path, LoadedModel] = field(default_factory=dict)
+    keep_alive: Callable[[], None] = lambda: None
+    report_interval_s: float = 1.0
+    cancel_poll_s: float = 0.2
+
+    def model(self, name: str) -> LoadedModel:
+        """A zoo model, loaded at worker start; one the worker did not preload is loaded now and kept."""
+        if "/" in name or name.startswith(".") or not (self.zoo / name).is_dir():
+            raise InvalidModel(f"{name!r} is not a model of the zoo")
+        folder = (self.zoo / name).resolve()
+        if folder not in self.models:
+            log.warning("model %s was not loaded at start; loading it now", name)
+            self.models[folder] = load_model(folder, self.device)
+        return self.models[folder]
+
+
+_runtime: WorkerRuntime | None = None
+
+
+def configure(runtime: WorkerRuntime | None) -> None:
+    """Install the worker's runtime (``worker.queue.runner`` does this once, before taking jobs)."""
+    global _runtime
+    _runtime = runtime
+
+
+def current_runtime() -> WorkerRuntime:
+    if _runtime is None:
+        raise RuntimeError("no worker runtime: run jobs with `rcmseg worker` (worker.queue.runner)")
+    return _runtime
+
+
+class JobReporter:
+    """The engine's progress and cancel callbacks for one running job.
+
+    Each progress report is written to the job's meta and keeps the job alive (worker, execution and
+    job heartbeats), throttled to one write per ``report_interval_s`` except at stage changes. A
+    worker that stops reporting is found abandoned after the heartbeat period and the job is retried or
+    failed; so reports must come at least that often, which the engine's per-batch callbacks do.
+    """
+
+    def __init__(self, job: Job, runtime: WorkerRuntime, cancel_key: str) -> None:
+        self.job = job
+        self.runtime = runtime
+        self.cancel_key = cancel_key
+        self.last_report = 0.0
+        self.last_poll = 0.0
+        self.canceled = False
+
+    def start(self) -> None:
+        meta = self.job.meta
+        meta["attempts"] = int(meta.get("attempts", 0)) + 1
+        meta.update(stage="starting", progress=0.0, windows_done=None, windows_total=None, eta_s=None)
+        meta.pop("error", None)
+        self._save()
+
+    def progress(self, report: Progress) -> None:
+        meta = self.job.meta
+        lo, hi = STAGE_SPAN.get(report.stage, (0.0, 1.0))
+        fraction = report.done / report.total if report.total > 0 else 0.0
+        stage_changed = meta.get("stage") != report.stage
+        meta.update(
+            stage=report.stage,
+            progress=round(lo + (hi - lo) * min(max(fraction, 0.0), 1.0), 4),
+            eta_s=round(report.eta_s, 1) if report.eta_s is not None else None,
+        )
+        if report.stage == "windows":
+            meta.update(windows_done=report.done, windows_total=report.total)
+        now = time.monotonic()
+        if stage_changed or now - self.last_report >= self.runtime.report_interval_s:
+            self._save()
+
+    def should_cancel(self) -> bool:
+        now = time.monotonic()
+        if not self.canceled and now - self.last_poll >= self.runtime.cancel_poll_s:
+            self.last_poll = now
+            self.canceled = bool(self.job.connection.exists(self.cancel_key))
+        return self.canceled
+
+    def fail(self, code: str, message: str) -> None:
+        """Record why the job failed and make sure RQ does not retry it: retries are for lost workers
+        only, and this failure would happen again."""
+        self.job.meta["error"] = {"code": code, "message": message}
+        self.job.retries_left = 0
+        self._save()
+
+    def finish(self) -> None:
+        self.job.meta.update(stage="finished", progress=1.0, eta_s=None)
+        self._save()
+
+    def _save(self) -> None:
+        self.last_report = time.monotonic()
+        self.job.save_meta()
+        self.runtime.keep_alive()
+
+
+def _public(message: str, paths: dict[Path, str]) -> str:
+    """An error message without the worker's file system paths."""
+    for path, name in paths.items():
+        message = message.replace(str(path), name)
+    return message
+
+
+def run_segment_job(
+    *, source: str, out_dir: str, model: str, params: dict[str, Any], cancel_key: str
+) -> dict[str, Any]:
+    """Segment ``<data>/source`` into ``<data>/out_dir`` (written atomically by the engine)."""
+    from worker.engine.pipeline import segment_mosaic  # torch: imported where the work is done
+
+    runtime = current_runtime()
+    job = get_current_job()
+    if job is None:
+        raise RuntimeError("run_segment_job must run inside an RQ job")
+    reporter = JobReporter(job, runtime, cancel_key)
+    reporter.start()
+    src, out = runtime.data_dir / source, runtime.data_dir / out_dir
+    paths = {src: src.name, out: "the result folder", runtime.data_dir: "<data>"}
+    try:
+        if (out / SUMMARY).is_file():
+            log.info("job %s: result already complete, nothing to compute", job.id)
+        else:
+            if reporter.should_cancel():
+                raise JobCanceled("canceled before it started")
+            segment_mosaic(
+                src,
+                runtime.model(model),
+                out,
+                params=SegmentParams(**params),
+                options=runtime.options,
+                progress=reporter.progress,
+                should_cancel=reporter.should_cancel,
+            )
+    except JobCanceled as exc:
+        reporter.fail(exc.code, str(exc))
+        log.info("job %s canceled", job.id)
+        raise
+    except RcmSegError as exc:
+        if (out / SUMMARY).is_file():  # an identical job finished the same result first
+            return {"out_dir": out_dir}
+        reporter.fail(exc.code, _public(str(exc), paths))
+        raise
+    except JobTimeoutException:
+        reporter.fail("job_timeout", f"the job ran longer than its timeout ({job.timeout} s)")
+        raise
+    except Exception as exc:
+        reporter.fail("internal_error", f"{type(exc).__name__}: {_public(str(exc), paths)}"[:500])
+        raise
+    reporter.finish()
+    return {"out_dir": out_dir}
