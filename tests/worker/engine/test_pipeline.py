@@ -173,7 +173,7 @@ def test_existing_output_is_refused_and_left_alone(tmp_path: Path, tiny_model_di
 
 
 def test_disk_backed_run_equals_in_memory_run(tmp_path: Path, tiny_model_dir: Path) -> None:
-    from worker import export
+    from worker.io import export
     from worker.engine.params import RunOptions
 
     src = tmp_path / "m.png"
