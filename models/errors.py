@@ -20,31 +20,7 @@ class InvalidParameter(RcmSegError, ValueError):
     code = "invalid_parameter"
 
 
-class UnreadableMosaic(RcmSegError, ValueError):
-    """The file is not an image, is truncated, or cannot be decoded."""
-
-    code = "unreadable_mosaic"
-
-
-class UnsupportedMosaic(RcmSegError, ValueError):
-    """The image decodes but its band or bit layout is not one rcmseg processes."""
-
-    code = "unsupported_mosaic"
-
-
-class MosaicTooLarge(RcmSegError, ValueError):
-    """The image has more pixels than the configured limit (decompression-bomb guard)."""
-
-    code = "mosaic_too_large"
-
-
 class InvalidModel(RcmSegError, ValueError):
     """A model folder is missing a field, a file, or holds weights that do not match its architecture."""
 
     code = "invalid_model"
-
-
-class JobCanceled(RcmSegError):
-    """Raised between batches when the caller asked the engine to stop."""
-
-    code = "canceled"

@@ -16,6 +16,16 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 REAL_TILE = SHARED_DATA / "rcm_tile_isic_16bit.png"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def cpu_process() -> None:
+    """Set this process up for networks on the CPU, as the worker and the command line do at start."""
+    import torch
+
+    from worker.engine.device import prepare_process
+
+    prepare_process(torch.device("cpu"))
+
+
 @pytest.fixture(scope="session")
 def real_tile() -> Path:
     """The real 16-bit RCM tile shipped beside the repository (never copied into it)."""

@@ -23,9 +23,9 @@ from starlette.concurrency import run_in_threadpool
 from app.api.errors import install_error_handlers
 from app.api.routes import health, jobs, models, mosaics, results
 from app.api.services.job_queue import JobQueue
-from app.cli import package_version
 from app.settings import Settings, get_settings
 from app.storage import Storage
+from worker.provenance import package_version
 
 log = logging.getLogger(__name__)
 

@@ -15,14 +15,8 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.auth import Unauthorized
-from models.errors import (
-    InvalidModel,
-    InvalidParameter,
-    MosaicTooLarge,
-    RcmSegError,
-    UnreadableMosaic,
-    UnsupportedMosaic,
-)
+from models.errors import InvalidModel, InvalidParameter, RcmSegError
+from worker.errors import MosaicTooLarge, UnreadableMosaic, UnsupportedMosaic
 
 log = logging.getLogger(__name__)
 

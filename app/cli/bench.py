@@ -45,11 +45,12 @@ def run(args: argparse.Namespace) -> int:
     import tempfile
 
     from worker.engine.bench import BenchConfig, run_bench, save_result, table
-    from worker.engine.pipeline import resolve_device
+    from worker.engine.device import prepare_process, resolve_device
     from worker.io.checkpoint import load_model
     from worker.io.zoo import resolve_model
 
     device = resolve_device(args.device)
+    prepare_process(device)
     if args.model is None:
         from models.card import ModelCard
         from models.network import create_network

@@ -125,8 +125,8 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
+    from worker.engine.device import prepare_process, resolve_device
     from worker.engine.params import Progress, RunOptions
-    from worker.engine.pipeline import resolve_device
     from worker.evaluation.protocol import evaluate
     from worker.evaluation.report import write_report
     from worker.io.checkpoint import load_model
@@ -135,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
+    prepare_process(device)
     params = EvalParams(
         cams=tuple(args.cams),
         steps=tuple(args.steps),

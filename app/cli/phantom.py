@@ -6,8 +6,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from models.card import LABEL_CODES
 from models.errors import InvalidParameter
+from models.labels import LABEL_CODES
 
 log = logging.getLogger(__name__)
 

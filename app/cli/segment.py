@@ -75,13 +75,16 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from models.cam.scorecam import scorecam_cost
+    from worker.engine.device import prepare_process, resolve_device
     from worker.engine.params import Progress, RunOptions, SegmentParams
-    from worker.engine.pipeline import estimate_windows, resolve_device, segment_mosaic
+    from worker.engine.pipeline import segment_mosaic
+    from worker.engine.windows import estimate_windows
     from worker.io.checkpoint import load_model
     from worker.io.mosaic import VivaBlockLayout, probe
     from worker.io.zoo import resolve_model
 
     device = resolve_device(args.device)
+    prepare_process(device)
     params = SegmentParams(
         step=args.step,
         sigma=args.sigma,

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from models.card import ASPECIFIC, LABEL_CODES
 from models.errors import InvalidParameter
+from models.labels import ASPECIFIC, LABEL_CODES
 
 DEFAULT_BINS = 10_000
 """Bins of width 1e-4 (plus the top bin for scores of exactly 1). A multiple of 50, so the Dice thresholds

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from models.card import ASPECIFIC, BENIGN_CODES
+from models.labels import ASPECIFIC, BENIGN_CODES
 from models.phantom.noise import Shape, smooth_field
 from models.phantom.textures import MILD
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.card import ASPECIFIC, BENIGN_CODES, LABEL_CODES
 from models.errors import InvalidParameter
+from models.labels import ASPECIFIC, BENIGN_CODES, LABEL_CODES
 
 PATCH = 500
 """Side of a weakly labelled patch at the processing pixel size (1 mm at 2 um/px)."""

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from app.cli import main
-from models.card import LABEL_CODES
 from models.errors import InvalidParameter
+from models.labels import LABEL_CODES
 from models.phantom import MILD, PhantomParams, phantom_params, render_phantom
 from worker.datasets.phantom_files import MANIFEST, MANIFEST_FIELDS, PhantomRun, generate_phantoms
 

@@ -27,8 +27,8 @@ import pyvips
 import torch
 from torch.utils.data import Dataset
 
-from models.card import ASPECIFIC, LABEL_CODES
-from models.errors import InvalidParameter, UnreadableMosaic
+from models.errors import InvalidParameter
+from models.labels import ASPECIFIC, LABEL_CODES
 from models.training.augment import random_offset
 from models.training.weak_labels import (
     NUM_CODES,
@@ -40,6 +40,7 @@ from models.training.weak_labels import (
     split_patients,
     split_summary,
 )
+from worker.errors import UnreadableMosaic
 from worker.io.mosaic import open_mosaic, probe
 
 log = logging.getLogger(__name__)

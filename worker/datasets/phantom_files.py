@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pyvips
 
-from models.card import LABEL_CODES
+from models.labels import LABEL_CODES
 from models.phantom import phantom_params, render_phantom
 
 log = logging.getLogger(__name__)

@@ -22,8 +22,10 @@ import pyvips
 import torch
 
 from models.cam.classic import cam_windows
+from models.precision import PRECISIONS
+from worker.engine.device import default_batch_size
 from worker.engine.params import Mode, Precision, RunOptions, SegmentParams
-from worker.engine.pipeline import PRECISIONS, default_batch_size, segment_mosaic
+from worker.engine.pipeline import segment_mosaic
 from worker.io.checkpoint import LoadedModel
 
 

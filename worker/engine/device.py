@@ -1,4 +1,9 @@
-"""glibc's allocator, set up for a process that runs convolutional networks on the CPU.
+"""Where the network runs and how the process is set up for it: device choice, batch size, allocator, cuDNN.
+
+``prepare_process`` is called once by each entry point that runs networks (the worker at start, the
+command line's segment, bench, evaluate and train); nothing here happens at import.
+
+glibc's allocator, set up for a process that runs convolutional networks on the CPU:
 
 Most activations of a network are larger than glibc's mmap threshold, so by default each one is a fresh
 mapping whose pages fault in, zeroed, on first touch and are unmapped again when freed: on a 2-core machine
@@ -12,7 +17,14 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import logging
 import sys
+
+import torch
+
+from models.errors import InvalidParameter
+
+log = logging.getLogger(__name__)
 
 M_TRIM_THRESHOLD = -1
 M_MMAP_MAX = -4
@@ -45,3 +57,35 @@ def release_freed_memory() -> None:
     if libc is not None:
         with contextlib.suppress(AttributeError):
             libc.malloc_trim(0)
+
+
+def resolve_device(choice: str) -> torch.device:
+    """``auto`` picks CUDA when present; asking for CUDA without one is a clear error."""
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise InvalidParameter("device 'cuda' requested but no CUDA device is available")
+    if choice not in ("cpu", "cuda"):
+        raise InvalidParameter(f"device must be auto, cpu or cuda, got {choice!r}")
+    return torch.device(choice)
+
+
+def default_batch_size(device: torch.device, window: int) -> int:
+    """A batch that keeps the device busy: large on a GPU, small on a CPU (cache-friendly)."""
+    scale = (256 / window) ** 2
+    return max(1, int((256 if device.type == "cuda" else 16) * scale))
+
+
+def prepare_process(device: torch.device, *, threads: int | None = None) -> None:
+    """Set up this process for networks on ``device``: torch threads, the CPU allocator, cuDNN autotuning.
+
+    cuDNN autotuning (``benchmark``) is on for CUDA: every batch of a mosaic has the same shape, so the
+    search at the first batch pays for itself at once.
+    """
+    if threads:
+        torch.set_num_threads(threads)
+    if device.type == "cpu":
+        keep_freed_memory()  # activations reuse mapped pages instead of faulting in fresh ones
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    log.debug("process prepared for %s (%d torch threads)", device, torch.get_num_threads())

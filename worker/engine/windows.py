@@ -51,3 +51,11 @@ class WindowGrid:
     @property
     def count(self) -> int:
         return len(self.ys) * len(self.xs)
+
+
+def estimate_windows(height: int, width: int, *, downsample: int, window: int, step: int) -> int:
+    """How many windows a mosaic of this size needs, before reading it."""
+    grid = WindowGrid(
+        height=max(1, height // downsample), width=max(1, width // downsample), window=window, step=step
+    )
+    return grid.count

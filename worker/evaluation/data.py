@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 
 from models.cam.classic import features_and_logit, normalise_input
 from models.errors import InvalidParameter
+from models.precision import PRECISIONS
 from worker.datasets.patches import (
     AnnotatedMosaic,
     PatchDataset,
@@ -29,7 +30,6 @@ from worker.datasets.patches import (
     read_table,
 )
 from worker.engine.params import Precision, Progress, ProgressFn
-from worker.engine.pipeline import PRECISIONS
 from worker.io.checkpoint import LoadedModel
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from models.card import ASPECIFIC
+from models.labels import ASPECIFIC
 from models.metrics.pixel import patch_metrics, patch_roc_curve
 from worker.engine.params import Progress, ProgressFn
 from worker.evaluation.metrics import RunSummary, best_runs, mosaic_dice

@@ -27,9 +27,11 @@ import numpy as np
 from models.errors import InvalidParameter
 from models.metrics.roc import DEFAULT_BINS, ScoreHistogram, mosaic_histogram
 from worker.datasets.patches import MAX_PIXELS, AnnotatedMosaic
-from worker.engine.dense import STRIDE as DENSE_STRIDE
+from worker.engine.dense_tiles import STRIDE as DENSE_STRIDE
+from worker.engine.device import default_batch_size
 from worker.engine.params import CamMethod, Mode, Precision, Progress, ProgressFn, RunOptions, SegmentParams
-from worker.engine.pipeline import WindowStats, default_batch_size, processing_image
+from worker.engine.processing import processing_image
+from worker.engine.run import WindowStats
 from worker.engine.windows import WindowGrid
 from worker.evaluation.data import EvalSplit, PatchScores, labels_for, score_patches
 from worker.evaluation.sweep import dense_sweep, output_stride, preview, sweep_heatmaps

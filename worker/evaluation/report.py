@@ -114,7 +114,7 @@ def timing_dict(result: EvalResult) -> dict[str, Any]:
 def build_report(
     result: EvalResult, summaries: Sequence[RunSummary], *, command: str | None = None
 ) -> dict[str, Any]:
-    from worker.engine.pipeline import package_version
+    from worker.provenance import package_version
 
     params, card, model = result.params, result.model.card, result.model
     best = best_runs(summaries)

@@ -20,10 +20,11 @@ from models.cam.classic import upsample_maps
 from models.cam.dense import stitch_cells, window_statistics
 from models.errors import InvalidParameter
 from models.network import classifier_weight
-from worker.engine.dense import STRIDE as DENSE_STRIDE
-from worker.engine.dense import DenseOptions, cam_grid
+from models.precision import PRECISIONS
+from worker.engine.dense_tiles import STRIDE as DENSE_STRIDE
+from worker.engine.dense_tiles import DenseOptions, cam_grid
 from worker.engine.params import Precision, ProgressFn, SegmentParams
-from worker.engine.pipeline import PRECISIONS, WindowStats, run_windows
+from worker.engine.run import WindowStats, run_windows
 from worker.engine.stitch import StripStitcher, gaussian_weights, make_sink
 from worker.engine.windows import WindowGrid
 from worker.io.checkpoint import LoadedModel
@@ -103,8 +104,8 @@ def dense_sweep(
 ) -> list[np.ndarray]:
     """Dense-mode heat maps for each sigma from one fully convolutional pass.
 
-    The cell grid of W.F is computed once by :func:`worker.engine.dense.cam_grid`; the per-sigma part repeats the
-    second half of :func:`worker.engine.dense.dense_heatmap` (which computes the grid anew for every call), and the
+    The cell grid of W.F is computed once by :func:`worker.engine.dense_tiles.cam_grid`; the per-sigma part repeats the
+    second half of :func:`worker.engine.dense_tiles.dense_heatmap` (which computes the grid anew for every call), and the
     tests hold the two equal.
     """
     window = model.card.window

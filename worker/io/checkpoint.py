@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -18,7 +16,7 @@ from torch import nn
 from models.card import ModelCard, parse_card
 from models.errors import InvalidModel
 from models.network import network_for_card
-from worker.engine.device import keep_freed_memory
+from worker.io.files import file_sha256, swap_into_place
 from worker.io.zoo import CARD_FILE, WEIGHTS_FILE, read_card
 
 
@@ -30,14 +28,6 @@ class LoadedModel:
     net: nn.Module
     weights_sha256: str
     path: Path
-
-
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def load_model(model_dir: Path, device: torch.device | str = "cpu") -> LoadedModel:
@@ -66,8 +56,6 @@ def load_model(model_dir: Path, device: torch.device | str = "cpu") -> LoadedMod
             )
     net.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
     net.to(device).eval()
-    if torch.device(device).type == "cpu":
-        keep_freed_memory()  # activations reuse mapped pages instead of faulting in fresh ones
     if torch.device(device).type == "cuda":
         net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # faster convolutions
     return LoadedModel(card=card, net=net, weights_sha256=file_sha256(weights), path=model_dir)
@@ -84,14 +72,7 @@ def save_model(model_dir: Path, net: nn.Module, card: ModelCard, *, half: bool =
             state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
         save_file(state, str(tmp / WEIGHTS_FILE))
         (tmp / CARD_FILE).write_text(json.dumps(card.model_dump(), indent=2) + "\n", encoding="utf-8")
-        if model_dir.exists():
-            old = model_dir.with_name(f".{model_dir.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(model_dir, old)
-            os.replace(tmp, model_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, model_dir)
+        swap_into_place(tmp, model_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -16,7 +16,6 @@ VivaBlock assumptions (the exporter writes no grid description we can rely on):
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
 from dataclasses import dataclass, field
@@ -26,7 +25,8 @@ import numpy as np
 import pyvips
 from PIL import Image, UnidentifiedImageError
 
-from models.errors import MosaicTooLarge, UnreadableMosaic, UnsupportedMosaic
+from worker.errors import MosaicTooLarge, UnreadableMosaic, UnsupportedMosaic
+from worker.io.files import sha256_of
 
 Image.MAX_IMAGE_PIXELS = None  # the pixel limit below replaces Pillow's own bomb check
 
@@ -261,12 +261,6 @@ def decode_error(path: Path, exc: pyvips.Error) -> UnreadableMosaic:
 
 def input_sha256(path: Path) -> str:
     """SHA-256 of a file, or of a VivaBlock folder's tiles (names and bytes, in order)."""
-    digest = hashlib.sha256()
-    files = _tiles(path) if path.is_dir() else [path]
-    for f in files:
-        if path.is_dir():
-            digest.update(f.name.encode())
-        with f.open("rb") as fh:
-            while block := fh.read(1 << 20):
-                digest.update(block)
-    return digest.hexdigest()
+    if path.is_dir():
+        return sha256_of(_tiles(path), with_names=True)
+    return sha256_of([path])

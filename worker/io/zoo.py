@@ -30,6 +30,14 @@ def read_card(model_dir: Path) -> ModelCard:
     return parse_card(data, source=str(model_dir))
 
 
+def zoo_model(zoo: Path, name: str) -> Path:
+    """The folder of the zoo model ``name``: a plain folder name directly under ``zoo``, never a path."""
+    if not name or "/" in name or "\\" in name or name.startswith(".") or not (zoo / name).is_dir():
+        known = ", ".join(sorted(list_models(zoo))) or "none"
+        raise InvalidModel(f"{name!r} is not a model of the zoo (known: {known})")
+    return zoo / name
+
+
 def list_models(zoo: Path) -> dict[str, ModelCard]:
     """Every valid model folder directly under ``zoo``, by folder name."""
     found: dict[str, ModelCard] = {}

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,9 +23,11 @@ from rq import get_current_job
 from rq.job import Job
 from rq.timeouts import JobTimeoutException
 
-from models.errors import InvalidModel, JobCanceled, RcmSegError
+from models.errors import RcmSegError
 from worker.engine.params import Progress, RunOptions, SegmentParams
+from worker.errors import JobCanceled
 from worker.io.checkpoint import LoadedModel, load_model
+from worker.io.zoo import zoo_model
 
 log = logging.getLogger(__name__)
 
@@ -48,28 +51,27 @@ class WorkerRuntime:
 
     def model(self, name: str) -> LoadedModel:
         """A zoo model, loaded at worker start; one the worker did not preload is loaded now and kept."""
-        if "/" in name or name.startswith(".") or not (self.zoo / name).is_dir():
-            raise InvalidModel(f"{name!r} is not a model of the zoo")
-        folder = (self.zoo / name).resolve()
+        folder = zoo_model(self.zoo, name).resolve()
         if folder not in self.models:
             log.warning("model %s was not loaded at start; loading it now", name)
             self.models[folder] = load_model(folder, self.device)
         return self.models[folder]
 
 
-_runtime: WorkerRuntime | None = None
+_RUNTIME: ContextVar[WorkerRuntime | None] = ContextVar("rcmseg_worker_runtime", default=None)
+"""The runtime of the worker this code runs in, set by ``worker.queue.runner`` for as long as it works."""
 
 
 def configure(runtime: WorkerRuntime | None) -> None:
     """Install the worker's runtime (``worker.queue.runner`` does this once, before taking jobs)."""
-    global _runtime
-    _runtime = runtime
+    _RUNTIME.set(runtime)
 
 
 def current_runtime() -> WorkerRuntime:
-    if _runtime is None:
+    runtime = _RUNTIME.get()
+    if runtime is None:
         raise RuntimeError("no worker runtime: run jobs with `rcmseg worker` (worker.queue.runner)")
-    return _runtime
+    return runtime
 
 
 class JobReporter:

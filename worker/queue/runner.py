@@ -76,9 +76,8 @@ class WorkerConfig:
 
 def load_models(zoo: Path, names: tuple[str, ...], device: str) -> tuple[str, dict[Path, LoadedModel]]:
     """The named zoo models (all of the zoo when none are named), loaded on ``device``; and the device."""
-    import torch
 
-    from worker.engine.pipeline import resolve_device
+    from worker.engine.device import resolve_device
     from worker.io.checkpoint import load_model
 
     dev = resolve_device(device)
@@ -90,18 +89,15 @@ def load_models(zoo: Path, names: tuple[str, ...], device: str) -> tuple[str, di
         loaded = load_model(folder, dev)
         models[folder.resolve()] = loaded
         log.info("loaded model %s (%s) on %s", folder.name, loaded.card.arch, dev)
-    if dev.type == "cuda":
-        torch.backends.cudnn.benchmark = True
     return str(dev), models
 
 
 def run_worker(config: WorkerConfig, *, burst: bool = False) -> bool:
     """Take jobs until stopped (SIGTERM/SIGINT finish the current job first) or, with ``burst``, until the
     queue is empty. Returns whether any job ran."""
-    if config.threads:
-        import torch
+    from worker.engine.device import prepare_process, resolve_device
 
-        torch.set_num_threads(config.threads)
+    prepare_process(resolve_device(config.device), threads=config.threads)
     device, models = load_models(config.zoo, config.models, config.device)
     name = config.name or f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
     worker = MosaicWorker(

@@ -13,7 +13,8 @@ from app.api.errors import NotFound, UnsupportedMediaType, error_responses
 from app.api.schemas import MosaicList, MosaicOut
 from app.api.services.uploads import FILE_FIELD, receive_upload
 from app.storage import MosaicRecord, sniff_format
-from models.errors import RcmSegError, UnreadableMosaic
+from models.errors import RcmSegError
+from worker.errors import UnreadableMosaic
 from worker.io.mosaic import MosaicHeader, verify_readable
 
 router = APIRouter(prefix="/v1/mosaics", tags=["mosaics"])

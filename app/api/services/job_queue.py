@@ -20,7 +20,6 @@ import logging
 import uuid
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,7 +35,8 @@ from app.storage import ID_PATTERN, MosaicRecord, Storage
 from models.card import ModelCard
 from models.errors import InvalidModel
 from worker.engine.params import SegmentParams
-from worker.io.zoo import CARD_FILE, WEIGHTS_FILE, read_card
+from worker.io.files import cached_file_sha256, file_sha256
+from worker.io.zoo import CARD_FILE, WEIGHTS_FILE, read_card, zoo_model
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +55,10 @@ class ModelChoice:
 
 def choose_model(zoo: Path, name: str) -> ModelChoice:
     """A model of the zoo by folder name; a name that is not there is a 422 naming the field."""
-    folder = zoo / name
-    if "/" in name or name.startswith(".") or not folder.is_dir():
-        raise FieldError("model", f"{name!r} is not a model of the zoo (GET /v1/models lists them)")
+    try:
+        folder = zoo_model(zoo, name)
+    except InvalidModel:
+        raise FieldError("model", f"{name!r} is not a model of the zoo (GET /v1/models lists them)") from None
     try:
         card = read_card(folder)
     except InvalidModel as exc:
@@ -66,22 +67,10 @@ def choose_model(zoo: Path, name: str) -> ModelChoice:
 
 
 def _model_identity(folder: Path) -> dict[str, str]:
-    weights = folder / WEIGHTS_FILE
-    stat = weights.stat()
     return {
-        "card_sha256": hashlib.sha256((folder / CARD_FILE).read_bytes()).hexdigest(),
-        "weights_sha256": _weights_sha256(str(weights), stat.st_size, stat.st_mtime_ns),
+        "card_sha256": file_sha256(folder / CARD_FILE),
+        "weights_sha256": cached_file_sha256(folder / WEIGHTS_FILE),
     }
-
-
-@lru_cache(maxsize=64)
-def _weights_sha256(path: str, _size: int, _mtime_ns: int) -> str:
-    """Hashed once per file version (size and mtime are part of the cache key)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def result_key_for(mosaic_sha256: str, model: ModelChoice, params: SegmentParams) -> str:

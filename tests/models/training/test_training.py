@@ -12,8 +12,8 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from app.cli import main
-from models.card import ASPECIFIC
 from models.errors import InvalidParameter
+from models.labels import ASPECIFIC
 from models.network import create_network
 from models.phantom import PhantomParams, render_phantom
 from models.training.augment import NO_AUGMENT

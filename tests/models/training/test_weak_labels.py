@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from app.cli import main
-from models.card import ASPECIFIC, BENIGN_CODES
-from models.errors import InvalidParameter, UnreadableMosaic
+from models.errors import InvalidParameter
+from models.labels import ASPECIFIC, BENIGN_CODES
 from models.training.weak_labels import (
     PATCH,
     allocate,
@@ -30,6 +30,7 @@ from worker.datasets.patches import (
     read_table,
 )
 from worker.datasets.phantom_files import write_image
+from worker.errors import UnreadableMosaic
 
 SIDE = 620
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from worker.engine.dense import STRIDE, DenseOptions, cam_grid
+from worker.engine.dense_tiles import STRIDE, DenseOptions, cam_grid
 from worker.io.checkpoint import load_model
 
 

@@ -173,8 +173,8 @@ def test_existing_output_is_refused_and_left_alone(tmp_path: Path, tiny_model_di
 
 
 def test_disk_backed_run_equals_in_memory_run(tmp_path: Path, tiny_model_dir: Path) -> None:
-    from worker.io import export
     from worker.engine.params import RunOptions
+    from worker.io import export
 
     src = tmp_path / "m.png"
     pyvips.Image.new_from_array(tissue(190, 150, seed=5)).pngsave(str(src))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from worker.engine.pipeline import WindowBatch, stitch_windows
+from worker.engine.run import WindowBatch, stitch_windows
 from worker.engine.stitch import ArraySink, FileSink, StripStitcher, gaussian_weights
 from worker.engine.windows import WindowGrid
 

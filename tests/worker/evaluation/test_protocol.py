@@ -16,14 +16,16 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from app.cli import main
-from models.card import ASPECIFIC
 from models.errors import InvalidParameter
+from models.labels import ASPECIFIC
 from models.metrics.bootstrap import BootstrapParams, bootstrap
 from tests.worker.engine.test_pipeline import tissue
 from worker.datasets.patches import PatchTable, write_table
-from worker.engine.dense import dense_heatmap
+from worker.engine.dense_tiles import dense_heatmap
+from worker.engine.device import default_batch_size
 from worker.engine.params import SegmentParams
-from worker.engine.pipeline import WindowStats, default_batch_size, segment_mosaic
+from worker.engine.pipeline import segment_mosaic
+from worker.engine.run import WindowStats
 from worker.engine.windows import WindowGrid
 from worker.evaluation.data import load_split
 from worker.evaluation.protocol import EvalParams, plan_passes

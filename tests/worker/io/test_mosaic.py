@@ -11,7 +11,7 @@ import pytest
 import pyvips
 from PIL import Image
 
-from models.errors import MosaicTooLarge, UnreadableMosaic, UnsupportedMosaic
+from worker.errors import MosaicTooLarge, UnreadableMosaic, UnsupportedMosaic
 from worker.io.mosaic import VivaBlockLayout, open_mosaic, probe, verify_readable
 
 LIMIT = 10**8

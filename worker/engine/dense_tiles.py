@@ -17,10 +17,10 @@ import torch.nn.functional as F
 
 from models.cam.classic import normalise_input
 from models.cam.dense import stitch_cells, window_statistics, windowed_squeeze_excite
-from models.errors import JobCanceled
 from models.network import classifier_weight
 from worker.engine.params import CancelFn, Progress, ProgressFn
 from worker.engine.stitch import gaussian_weights
+from worker.errors import JobCanceled
 from worker.io.checkpoint import LoadedModel
 
 STRIDE = 32

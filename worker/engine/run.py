@@ -1,0 +1,189 @@
+"""The two halves of an exact pass: windows through the network batch by batch, then Gaussian stitching.
+
+``run_windows`` yields each batch's probabilities and normalised maps; ``stitch_windows`` (one sigma) and
+``stitch_many`` (several sigmas from one pass, the reuse a Table 2 sweep needs) accumulate them. The
+pipeline (:mod:`worker.engine.pipeline`) chains the two; an evaluation keeps the batches and restitches.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models.cam.classic import WindowMaps, cam_windows, normalise_input, upsample_maps
+from models.cam.scorecam import ScoreCamParams
+from models.precision import PRECISIONS
+from worker.engine.params import CancelFn, Progress, ProgressFn, SegmentParams
+from worker.engine.scorecam import ScoreCamTally, scorecam_window_maps
+from worker.engine.source import iter_pixel_batches, prefetch
+from worker.engine.stitch import StripStitcher, make_sink
+from worker.engine.windows import WindowGrid
+from worker.errors import JobCanceled
+from worker.io.checkpoint import LoadedModel
+
+
+@dataclass(frozen=True)
+class WindowBatch:
+    """Network output for a batch of windows: corners, probabilities and normalised maps (on the CPU)."""
+
+    ys: np.ndarray
+    xs: np.ndarray
+    prob: torch.Tensor
+    maps: torch.Tensor
+
+
+@dataclass
+class WindowStats:
+    """Counts gathered while windows run."""
+
+    total: int = 0
+    done: int = 0
+    skipped: int = 0
+    max_prob: float = 0.0
+    scorecam: ScoreCamTally | None = None
+    seconds: dict[str, float] = field(
+        default_factory=lambda: {"extract": 0.0, "h2d": 0.0, "network": 0.0, "stitch": 0.0}
+    )
+
+
+def _map_fn(
+    model: LoadedModel, params: SegmentParams, stats: WindowStats
+) -> Callable[[torch.Tensor], WindowMaps]:
+    dtype = PRECISIONS[params.precision]
+    if params.cam == "scorecam":
+        stats.scorecam = ScoreCamTally(
+            ScoreCamParams(top_k=params.scorecam_top_k, skip_below=params.scorecam_skip_below)
+        )
+        return scorecam_window_maps(model, dtype=dtype, tally=stats.scorecam)
+    return lambda x: cam_windows(model.net, x, dtype=dtype)
+
+
+def run_windows(
+    image: np.ndarray,
+    model: LoadedModel,
+    *,
+    grid: WindowGrid,
+    params: SegmentParams,
+    batch_size: int,
+    stats: WindowStats,
+    progress: ProgressFn | None = None,
+    should_cancel: CancelFn | None = None,
+    on_device: bool = False,
+) -> Iterator[WindowBatch]:
+    """Probabilities and normalised maps of every non-empty window, batch by batch, in raster order.
+
+    With ``on_device`` the outputs stay where the network ran (for stitching there); otherwise they are
+    moved to the CPU (for keeping and restitching).
+    """
+    device = next(model.net.parameters()).device
+    card = model.card
+    map_fn = _map_fn(model, params, stats)
+    stats.total = grid.count
+    started = time.perf_counter()
+    source = prefetch(iter_pixel_batches(image, grid, batch_size, pin=device.type == "cuda"))
+    for batch in source:
+        if should_cancel is not None and should_cancel():
+            raise JobCanceled("canceled between batches")
+        stats.skipped += batch.skipped
+        stats.done += batch.skipped
+        stats.seconds["extract"] += batch.seconds
+        if len(batch.ys):
+            t0 = time.perf_counter()
+            with torch.inference_mode():
+                x = normalise_input(batch.pixels.to(device, non_blocking=True), card.mean, card.std)
+                if device.type == "cuda":
+                    x = x.contiguous(memory_format=torch.channels_last)
+                    torch.cuda.synchronize(device)
+                t1 = time.perf_counter()
+                out = map_fn(x)
+                prob, maps = out.prob.float(), out.maps.float()
+                if not on_device:
+                    prob, maps = prob.cpu(), maps.cpu()
+                elif device.type == "cuda":
+                    torch.cuda.synchronize(device)  # so the network time is the network's
+            stats.seconds["h2d"] += t1 - t0
+            stats.seconds["network"] += time.perf_counter() - t1
+            stats.max_prob = max(stats.max_prob, float(prob.max()))
+            stats.done += len(batch.ys)
+            yield WindowBatch(ys=batch.ys, xs=batch.xs, prob=prob, maps=maps)
+        if progress is not None:
+            elapsed = time.perf_counter() - started
+            rate = stats.done / elapsed if elapsed > 0 else 0.0
+            eta = (stats.total - stats.done) / rate if rate > 0 else None
+            progress(Progress("windows", stats.done, stats.total, eta))
+
+
+def stitch_many(
+    batches: Iterable[WindowBatch],
+    *,
+    grid: WindowGrid,
+    sigmas: Sequence[float | None],
+    budget_bytes: int,
+    workdir: Path,
+    stats: WindowStats | None = None,
+    device: torch.device | str = "cpu",
+) -> list[tuple[np.ndarray, int]]:
+    """Gaussian-weighted average of p x map over the grid for each sigma; each heatmap with its covered
+    pixel count. The memory budget is shared by the sigmas.
+
+    The rolling bands of accumulators live on ``device`` (the GPU when the network runs there), so maps
+    never leave the device before they are weighted and summed; only finished rows are copied back. Each
+    batch's maps are upsampled once, whatever the number of sigmas.
+    """
+    if not sigmas:
+        raise ValueError("at least one sigma is needed")
+    share = max(1, budget_bytes // len(sigmas))
+    stitchers = [
+        StripStitcher(
+            height=grid.height,
+            width=grid.width,
+            window=grid.window,
+            sigma=sigma,
+            sink=make_sink(grid.height, grid.width, budget_bytes=share, workdir=workdir),
+            device=device,
+        )
+        for sigma in sigmas
+    ]
+    seconds = 0.0
+    for batch in batches:
+        t0 = time.perf_counter()
+        if len(batch.ys):
+            maps = upsample_maps(batch.maps.to(device, torch.float32), grid.window)
+            for stitcher in stitchers:
+                stitcher.add(maps, batch.prob, batch.ys, batch.xs)
+                stitcher.flush_until(int(batch.ys[-1]))
+        seconds += time.perf_counter() - t0
+    t0 = time.perf_counter()
+    heats = [(stitcher.finish(), stitcher.covered_pixels) for stitcher in stitchers]
+    seconds += time.perf_counter() - t0
+    if stats is not None:
+        stats.seconds["stitch"] += seconds
+    return heats
+
+
+def stitch_windows(
+    batches: Iterable[WindowBatch],
+    *,
+    grid: WindowGrid,
+    sigma: float | None,
+    budget_bytes: int,
+    workdir: Path,
+    stats: WindowStats | None = None,
+    device: torch.device | str = "cpu",
+) -> tuple[np.ndarray, int]:
+    """The heatmap of one sigma and its covered pixel count (:func:`stitch_many` with one sigma)."""
+    (result,) = stitch_many(
+        batches,
+        grid=grid,
+        sigmas=[sigma],
+        budget_bytes=budget_bytes,
+        workdir=workdir,
+        stats=stats,
+        device=device,
+    )
+    return result

@@ -1,0 +1,33 @@
+"""Errors of the mosaic pipeline: inputs it cannot read and jobs that were stopped.
+
+They extend the project's hierarchy (:mod:`models.errors`); the command line and the HTTP API report each by
+its ``code``.
+"""
+
+from __future__ import annotations
+
+from models.errors import RcmSegError
+
+
+class UnreadableMosaic(RcmSegError, ValueError):
+    """The file is not an image, is truncated, or cannot be decoded."""
+
+    code = "unreadable_mosaic"
+
+
+class UnsupportedMosaic(RcmSegError, ValueError):
+    """The image decodes but its band or bit layout is not one rcmseg processes."""
+
+    code = "unsupported_mosaic"
+
+
+class MosaicTooLarge(RcmSegError, ValueError):
+    """The image has more pixels than the configured limit (decompression-bomb guard)."""
+
+    code = "mosaic_too_large"
+
+
+class JobCanceled(RcmSegError):
+    """Raised between batches when the caller asked the engine to stop."""
+
+    code = "canceled"
