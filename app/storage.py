@@ -26,6 +26,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from worker.contract import SUMMARY_FILE
 from worker.io.mosaic import MosaicHeader
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
 SOURCE_EXT = {"tiff": ".tif", "png": ".png", "jpeg": ".jpg", "bmp": ".bmp"}
 MOSAIC_RECORD = "mosaic.json"
-SUMMARY = "summary.json"
+SUMMARY = SUMMARY_FILE
 SIGNATURES = {
     b"II*\x00": "tiff",
     b"MM\x00*": "tiff",

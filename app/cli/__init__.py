@@ -1,7 +1,8 @@
 """The ``rcmseg`` command line.
 
 Each module named in ``COMMANDS`` is one sub-command: it defines ``register(subparsers)``, which adds its
-parser and sets ``func`` to the function that runs it (``options`` and ``logs`` are shared helpers). Commands import heavy packages (torch) inside ``func`` so
+parser and sets ``func`` to the function that runs it (``options`` and ``logs`` are shared helpers).
+Commands import heavy packages (torch) inside ``func`` so
 ``rcmseg --help`` stays fast and this package stays free of torch.
 """
 

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pyvips
 
+from worker.contract import HEATMAP_TIFF, MASK_TIFF, REGIONS_GEOJSON, SUMMARY_FILE
 from worker.engine.params import Progress, ProgressFn
 from worker.io.colormap import rgba_lut
 from worker.io.mosaic import Mosaic
@@ -24,7 +25,6 @@ from worker.io.regions import regions_geojson
 TILE_SIZE = 254
 OVERLAP = 1
 MASK_RGBA = [0, 229, 255, 255]
-LAYERS = ("mosaic", "heatmap", "mask")
 
 
 @dataclass
@@ -95,7 +95,7 @@ def write_outputs(
     heat_img = _heat_image(heat)
     big = heat.size * 4 > 3 * 1024**3
     heat_img.tiffsave(
-        str(out / "heatmap.tif"),
+        str(out / HEATMAP_TIFF),
         tile=True,
         tile_width=256,
         tile_height=256,
@@ -107,16 +107,16 @@ def write_outputs(
 
     t0 = time.perf_counter()
     (heat_img >= threshold).tiffsave(
-        str(out / "mask.tif"), tile=True, tile_width=256, tile_height=256, compression="deflate", bigtiff=big
+        str(out / MASK_TIFF), tile=True, tile_width=256, tile_height=256, compression="deflate", bigtiff=big
     )
-    mask = np.asarray(pyvips.Image.new_from_file(str(out / "mask.tif")).numpy())
+    mask = np.asarray(pyvips.Image.new_from_file(str(out / MASK_TIFF)).numpy())
     positive = int(np.count_nonzero(mask))
     tick("mask_tif", t0)
 
     t0 = time.perf_counter()
     geojson = regions_geojson(mask, scale=float(downsample))
     del mask
-    (out / "regions.geojson").write_text(json.dumps(geojson), encoding="utf-8")
+    (out / REGIONS_GEOJSON).write_text(json.dumps(geojson), encoding="utf-8")
     tick("regions", t0)
 
     t0 = time.perf_counter()
@@ -127,14 +127,14 @@ def write_outputs(
     lut_np = rgba_lut()
     lut = pyvips.Image.new_from_memory(lut_np.tobytes(), 256, 1, 4, "uchar")
     # The pyramids read the TIFFs just written (tiled, decoded on demand), never the whole heatmap at once.
-    heat_img = pyvips.Image.new_from_file(str(out / "heatmap.tif"))
+    heat_img = pyvips.Image.new_from_file(str(out / HEATMAP_TIFF))
     full_heat = _to_full_resolution(heat_img, downsample, width, height, smooth=True)
     colored = (full_heat * 255).rint().cast("uchar").maplut(lut).copy(interpretation="srgb")
     _dzsave(colored, out / "heatmap", ".png")
     tick("heatmap_dzi", t0)
 
     t0 = time.perf_counter()
-    mask_img = pyvips.Image.new_from_file(str(out / "mask.tif"))
+    mask_img = pyvips.Image.new_from_file(str(out / MASK_TIFF))
     full_mask = _to_full_resolution(mask_img, downsample, width, height, smooth=False)
     overlay = (full_mask > 0).ifthenelse(MASK_RGBA, [0, 0, 0, 0]).copy(interpretation="srgb")
     _dzsave(overlay, out / "mask", ".png", region_shrink="mode")
@@ -143,4 +143,4 @@ def write_outputs(
 
 
 def write_summary(out: Path, summary: dict[str, Any]) -> None:
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")

@@ -17,23 +17,20 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 from rq import get_current_job
 from rq.job import Job
 from rq.timeouts import JobTimeoutException
 
 from models.errors import RcmSegError
+from worker.contract import STAGE_SPAN, SUMMARY_FILE, ErrorCode, MetaKey, SegmentJobKwargs
 from worker.engine.params import Progress, RunOptions, SegmentParams
 from worker.errors import JobCanceled
 from worker.io.checkpoint import LoadedModel, load_model
 from worker.io.zoo import zoo_model
 
 log = logging.getLogger(__name__)
-
-STAGE_SPAN = {"read": (0.0, 0.05), "windows": (0.05, 0.9), "export": (0.9, 1.0)}
-"""Where each engine stage sits in the overall progress fraction."""
-SUMMARY = "summary.json"
 
 
 @dataclass
@@ -93,23 +90,33 @@ class JobReporter:
 
     def start(self) -> None:
         meta = self.job.meta
-        meta["attempts"] = int(meta.get("attempts", 0)) + 1
-        meta.update(stage="starting", progress=0.0, windows_done=None, windows_total=None, eta_s=None)
-        meta.pop("error", None)
+        meta[MetaKey.ATTEMPTS] = int(meta.get(MetaKey.ATTEMPTS, 0)) + 1
+        meta.update(
+            {
+                MetaKey.STAGE: "starting",
+                MetaKey.PROGRESS: 0.0,
+                MetaKey.WINDOWS_DONE: None,
+                MetaKey.WINDOWS_TOTAL: None,
+                MetaKey.ETA_S: None,
+            }
+        )
+        meta.pop(MetaKey.ERROR, None)
         self._save()
 
     def progress(self, report: Progress) -> None:
         meta = self.job.meta
         lo, hi = STAGE_SPAN.get(report.stage, (0.0, 1.0))
         fraction = report.done / report.total if report.total > 0 else 0.0
-        stage_changed = meta.get("stage") != report.stage
+        stage_changed = meta.get(MetaKey.STAGE) != report.stage
         meta.update(
-            stage=report.stage,
-            progress=round(lo + (hi - lo) * min(max(fraction, 0.0), 1.0), 4),
-            eta_s=round(report.eta_s, 1) if report.eta_s is not None else None,
+            {
+                MetaKey.STAGE: report.stage,
+                MetaKey.PROGRESS: round(lo + (hi - lo) * min(max(fraction, 0.0), 1.0), 4),
+                MetaKey.ETA_S: round(report.eta_s, 1) if report.eta_s is not None else None,
+            }
         )
         if report.stage == "windows":
-            meta.update(windows_done=report.done, windows_total=report.total)
+            meta.update({MetaKey.WINDOWS_DONE: report.done, MetaKey.WINDOWS_TOTAL: report.total})
         now = time.monotonic()
         if stage_changed or now - self.last_report >= self.runtime.report_interval_s:
             self._save()
@@ -124,12 +131,12 @@ class JobReporter:
     def fail(self, code: str, message: str) -> None:
         """Record why the job failed and make sure RQ does not retry it: retries are for lost workers
         only, and this failure would happen again."""
-        self.job.meta["error"] = {"code": code, "message": message}
+        self.job.meta[MetaKey.ERROR] = {"code": code, "message": message}
         self.job.retries_left = 0
         self._save()
 
     def finish(self) -> None:
-        self.job.meta.update(stage="finished", progress=1.0, eta_s=None)
+        self.job.meta.update({MetaKey.STAGE: "finished", MetaKey.PROGRESS: 1.0, MetaKey.ETA_S: None})
         self._save()
 
     def _save(self) -> None:
@@ -145,10 +152,10 @@ def _public(message: str, paths: dict[Path, str]) -> str:
     return message
 
 
-def run_segment_job(
-    *, source: str, out_dir: str, model: str, params: dict[str, Any], cancel_key: str
-) -> dict[str, Any]:
+def run_segment_job(**kwargs: Unpack[SegmentJobKwargs]) -> dict[str, Any]:
     """Segment ``<data>/source`` into ``<data>/out_dir`` (written atomically by the engine)."""
+    source, out_dir, model = kwargs["source"], kwargs["out_dir"], kwargs["model"]
+    params, cancel_key = kwargs["params"], kwargs["cancel_key"]
     from worker.engine.pipeline import segment_mosaic  # torch: imported where the work is done
 
     runtime = current_runtime()
@@ -160,7 +167,7 @@ def run_segment_job(
     src, out = runtime.data_dir / source, runtime.data_dir / out_dir
     paths = {src: src.name, out: "the result folder", runtime.data_dir: "<data>"}
     try:
-        if (out / SUMMARY).is_file():
+        if (out / SUMMARY_FILE).is_file():
             log.info("job %s: result already complete, nothing to compute", job.id)
         else:
             if reporter.should_cancel():
@@ -179,15 +186,15 @@ def run_segment_job(
         log.info("job %s canceled", job.id)
         raise
     except RcmSegError as exc:
-        if (out / SUMMARY).is_file():  # an identical job finished the same result first
+        if (out / SUMMARY_FILE).is_file():  # an identical job finished the same result first
             return {"out_dir": out_dir}
         reporter.fail(exc.code, _public(str(exc), paths))
         raise
     except JobTimeoutException:
-        reporter.fail("job_timeout", f"the job ran longer than its timeout ({job.timeout} s)")
+        reporter.fail(ErrorCode.JOB_TIMEOUT, f"the job ran longer than its timeout ({job.timeout} s)")
         raise
     except Exception as exc:
-        reporter.fail("internal_error", f"{type(exc).__name__}: {_public(str(exc), paths)}"[:500])
+        reporter.fail(ErrorCode.INTERNAL, f"{type(exc).__name__}: {_public(str(exc), paths)}"[:500])
         raise
     reporter.finish()
     return {"out_dir": out_dir}

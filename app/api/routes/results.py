@@ -15,17 +15,12 @@ from fastapi.responses import FileResponse
 
 from app.api.deps import OwnerDep, QueueDep, StorageDep
 from app.api.errors import NotFound, error_responses
+from worker.contract import LAYERS, RESULT_FILES, MetaKey
 
 router = APIRouter(prefix="/v1/jobs/{job_id}", tags=["results"])
 
-LAYERS = ("mosaic", "heatmap", "mask")
 TILE_TYPES = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg"}
-FILES = {
-    "regions.geojson": "application/geo+json",
-    "heatmap.tif": "image/tiff",
-    "mask.tif": "image/tiff",
-    "summary.json": "application/json",
-}
+FILES = RESULT_FILES
 CACHE = "private, max-age=86400, immutable"
 FILE_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {"description": "The file.", "content": {t: {} for t in {*TILE_TYPES.values(), *FILES.values()}}}
@@ -36,7 +31,7 @@ def _result_dir(job_id: str, owner: str, jobs: QueueDep, storage: StorageDep) ->
     job = jobs.fetch(owner, job_id)
     folder = None
     if jobs.status(job) == "finished":
-        folder = storage.result_dir(owner, str(job.meta["result_key"]))
+        folder = storage.result_dir(owner, str(job.meta[MetaKey.RESULT_KEY]))
     if folder is None:
         raise NotFound(f"job {job_id} has no result (yet)")
     return folder

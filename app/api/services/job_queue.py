@@ -34,13 +34,22 @@ from app.settings import WorkerSettings
 from app.storage import ID_PATTERN, MosaicRecord, Storage
 from models.card import ModelCard
 from models.errors import InvalidModel
+from worker.contract import (
+    HEATMAP_TIFF,
+    JOB_FUNCTION,
+    LAYERS,
+    MASK_TIFF,
+    REGIONS_GEOJSON,
+    ErrorCode,
+    MetaKey,
+    SegmentJobKwargs,
+)
 from worker.engine.params import SegmentParams
 from worker.io.files import cached_file_sha256, file_sha256
 from worker.io.zoo import CARD_FILE, WEIGHTS_FILE, read_card, zoo_model
 
 log = logging.getLogger(__name__)
 
-JOB_FUNCTION = "worker.queue.job.run_segment_job"
 PublicStatus = Literal["queued", "running", "finished", "failed", "canceled"]
 
 
@@ -129,7 +138,7 @@ class JobQueue:
 
     def _belongs(self, job: Job, owner: str) -> bool:
         """The owner's job on this deployment's queue (RQ's job keys are shared by every queue on a Redis)."""
-        return job.origin == self.settings.queue and job.meta.get("owner") == owner
+        return job.origin == self.settings.queue and job.meta.get(MetaKey.OWNER) == owner
 
     def status(self, job: Job) -> PublicStatus:
         rq_status = job.get_status(refresh=False)
@@ -140,23 +149,23 @@ class JobQueue:
         if rq_status == JobStatus.FINISHED:
             return "finished"
         if rq_status == JobStatus.FAILED:
-            canceled = (job.meta.get("error") or {}).get("code") == "canceled"
+            canceled = (job.meta.get(MetaKey.ERROR) or {}).get("code") == ErrorCode.CANCELED
             return "canceled" if canceled else "failed"
         return "queued"  # queued, deferred, scheduled (a retry waiting for its slot)
 
     def view(self, job: Job, *, base: str = "") -> dict[str, Any]:
         """The public body of a job (see ``app.api.schemas.JobOut``)."""
         meta = job.meta
-        owner = str(meta["owner"])
+        owner = str(meta[MetaKey.OWNER])
         status = self.status(job)
         error = None
         result = None
         if status == "finished":
-            summary = self.storage.read_summary(owner, str(meta["result_key"]))
+            summary = self.storage.read_summary(owner, str(meta[MetaKey.RESULT_KEY]))
             if summary is None:
                 status = "failed"
                 error = {
-                    "code": "result_expired",
+                    "code": ErrorCode.RESULT_EXPIRED,
                     "message": "the result was deleted after the retention period",
                 }
             else:
@@ -164,22 +173,25 @@ class JobQueue:
         elif status == "failed":
             error = self._failure(job)
         elif status == "canceled":
-            error = meta.get("error") or {"code": "canceled", "message": "canceled before it started"}
-        progress = 1.0 if status == "finished" else float(meta.get("progress", 0.0))
+            error = meta.get(MetaKey.ERROR) or {
+                "code": ErrorCode.CANCELED,
+                "message": "canceled before it started",
+            }
+        progress = 1.0 if status == "finished" else float(meta.get(MetaKey.PROGRESS, 0.0))
         return {
             "id": job.id,
             "status": status,
-            "mosaic_id": meta.get("mosaic_id"),
-            "model": meta.get("model"),
-            "params": meta.get("params", {}),
+            "mosaic_id": meta.get(MetaKey.MOSAIC_ID),
+            "model": meta.get(MetaKey.MODEL),
+            "params": meta.get(MetaKey.PARAMS, {}),
             "reused": False,
             "cancel_requested": bool(self.redis.exists(self.cancel_key(job.id))),
             "progress": progress,
-            "stage": meta.get("stage") if status == "running" else status,
-            "windows_done": meta.get("windows_done"),
-            "windows_total": meta.get("windows_total"),
-            "eta_s": meta.get("eta_s") if status == "running" else None,
-            "attempts": meta.get("attempts", 0),
+            "stage": meta.get(MetaKey.STAGE) if status == "running" else status,
+            "windows_done": meta.get(MetaKey.WINDOWS_DONE),
+            "windows_total": meta.get(MetaKey.WINDOWS_TOTAL),
+            "eta_s": meta.get(MetaKey.ETA_S) if status == "running" else None,
+            "attempts": meta.get(MetaKey.ATTEMPTS, 0),
             "created_at": _iso(job.created_at),
             "started_at": _iso(job.started_at),
             "finished_at": _iso(job.ended_at) if status in ("finished", "failed", "canceled") else None,
@@ -192,25 +204,25 @@ class JobQueue:
         root = f"{base}/v1/jobs/{job_id}"
         return {
             "summary": summary,
-            "layers": {layer: f"{root}/dzi/{layer}.dzi" for layer in ("mosaic", "heatmap", "mask")},
-            "geojson": f"{root}/files/regions.geojson",
-            "heatmap_tiff": f"{root}/files/heatmap.tif",
-            "mask_tiff": f"{root}/files/mask.tif",
+            "layers": {layer: f"{root}/dzi/{layer}.dzi" for layer in LAYERS},
+            "geojson": f"{root}/files/{REGIONS_GEOJSON}",
+            "heatmap_tiff": f"{root}/files/{HEATMAP_TIFF}",
+            "mask_tiff": f"{root}/files/{MASK_TIFF}",
         }
 
     def _failure(self, job: Job) -> dict[str, str]:
-        recorded = job.meta.get("error")
+        recorded = job.meta.get(MetaKey.ERROR)
         if isinstance(recorded, dict) and "code" in recorded:
             return {"code": str(recorded["code"]), "message": str(recorded.get("message", ""))}
         latest = job.latest_result()
         if latest is not None and "AbandonedJobError" in (latest.exc_string or ""):
             return {
-                "code": "worker_lost",
+                "code": ErrorCode.WORKER_LOST,
                 "message": "the worker running this job stopped reporting (killed, out of memory or crashed) "
                 "and no retry was left",
             }
         return {
-            "code": "internal_error",
+            "code": ErrorCode.INTERNAL,
             "message": "the job failed unexpectedly; the worker log has the details",
         }
 
@@ -233,16 +245,16 @@ class JobQueue:
         job_id = uuid.uuid4().hex
         retention = self.settings.retention_s
         meta = {
-            "owner": owner,
-            "mosaic_id": mosaic.id,
-            "model": model.name,
-            "params": request,
-            "result_key": result_key,
-            "stage": "queued",
-            "progress": 0.0,
-            "attempts": 0,
+            MetaKey.OWNER: owner,
+            MetaKey.MOSAIC_ID: mosaic.id,
+            MetaKey.MODEL: model.name,
+            MetaKey.PARAMS: request,
+            MetaKey.RESULT_KEY: result_key,
+            MetaKey.STAGE: "queued",
+            MetaKey.PROGRESS: 0.0,
+            MetaKey.ATTEMPTS: 0,
         }
-        kwargs = {
+        kwargs: SegmentJobKwargs = {
             "source": self.storage.source_relpath(owner, mosaic),
             "out_dir": self.storage.result_relpath(owner, result_key),
             "model": model.name,
@@ -252,7 +264,7 @@ class JobQueue:
         self.storage.touch_mosaic(owner, mosaic.id)
         job = self.queue.enqueue_call(
             func=JOB_FUNCTION,
-            kwargs=kwargs,
+            kwargs=dict(kwargs),
             timeout=self.settings.job_timeout_s,
             result_ttl=retention,
             failure_ttl=retention,
@@ -296,7 +308,7 @@ class JobQueue:
             with contextlib.suppress(InvalidJobOperation):  # a concurrent request canceled it first
                 job.cancel()
             self.redis.expire(job.key, self.settings.retention_s)  # RQ keeps canceled jobs forever
-        log.info("job cancel requested", extra={"owner": job.meta.get("owner"), "job_id": job.id})
+        log.info("job cancel requested", extra={"owner": job.meta.get(MetaKey.OWNER), "job_id": job.id})
         job.refresh()
         return job
 

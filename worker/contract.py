@@ -1,0 +1,79 @@
+"""The one contract between the API and the worker: what a job is called, takes, reports and leaves behind.
+
+The API enqueues ``JOB_FUNCTION`` by name with ``SegmentJobKwargs`` (JSON; paths relative to the data
+folder) and reads the job's meta (``MetaKey``) while it runs; the worker writes them. A finished job leaves
+``RESULT_FILES`` and the Deep Zoom ``LAYERS`` in its result folder, ``SUMMARY_FILE`` last of all, so a
+result is complete exactly when its summary exists. Imports no torch, no rq.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Final, TypedDict
+
+JOB_FUNCTION: Final = "worker.queue.job.run_segment_job"
+"""Dotted path of the queue job (``worker.queue.job.run_segment_job``), enqueued by name."""
+
+
+class SegmentJobKwargs(TypedDict):
+    """The keyword arguments of ``JOB_FUNCTION``."""
+
+    source: str
+    """The mosaic file, relative to the data folder."""
+    out_dir: str
+    """The result folder to write (atomically), relative to the data folder."""
+    model: str
+    """A zoo model's folder name."""
+    params: dict[str, Any]
+    """``worker.engine.params.SegmentParams`` as a dict."""
+    cancel_key: str
+    """The Redis key whose presence asks the job to stop."""
+
+
+class MetaKey(StrEnum):
+    """Keys of a job's RQ meta: the API writes the first group at submit, the worker the rest."""
+
+    OWNER = "owner"
+    MOSAIC_ID = "mosaic_id"
+    MODEL = "model"
+    PARAMS = "params"
+    RESULT_KEY = "result_key"
+    STAGE = "stage"
+    PROGRESS = "progress"
+    WINDOWS_DONE = "windows_done"
+    WINDOWS_TOTAL = "windows_total"
+    ETA_S = "eta_s"
+    ATTEMPTS = "attempts"
+    ERROR = "error"
+    """``{code, message}`` when the job failed or was canceled."""
+
+
+STAGE_SPAN: Final = {"read": (0.0, 0.05), "windows": (0.05, 0.9), "export": (0.9, 1.0)}
+"""Where each engine stage sits in a job's overall progress fraction (0..1)."""
+
+
+class ErrorCode(StrEnum):
+    """Error codes a job records besides the ``code`` of each ``RcmSegError`` subclass."""
+
+    CANCELED = "canceled"
+    JOB_TIMEOUT = "job_timeout"
+    INTERNAL = "internal_error"
+    WORKER_LOST = "worker_lost"
+    RESULT_EXPIRED = "result_expired"
+
+
+SUMMARY_FILE: Final = "summary.json"
+HEATMAP_TIFF: Final = "heatmap.tif"
+MASK_TIFF: Final = "mask.tif"
+REGIONS_GEOJSON: Final = "regions.geojson"
+
+RESULT_FILES: Final = {
+    REGIONS_GEOJSON: "application/geo+json",
+    HEATMAP_TIFF: "image/tiff",
+    MASK_TIFF: "image/tiff",
+    SUMMARY_FILE: "application/json",
+}
+"""Downloadable files of a result, with their media types."""
+
+LAYERS: Final = ("mosaic", "heatmap", "mask")
+"""Deep Zoom layers of a result: ``<layer>.dzi`` and ``<layer>_files/``."""
