@@ -47,17 +47,12 @@ SIGNATURES = {
 PARTIAL_UPLOAD_MAX_AGE_S = 3600
 
 
-@dataclass(frozen=True)
-class MosaicRecord:
-    """An accepted mosaic as stored in ``mosaic.json``."""
+@dataclass(frozen=True, kw_only=True)
+class MosaicRecord(MosaicHeader):
+    """An accepted mosaic as stored in ``mosaic.json``: its header and where and when it came from."""
 
     id: str
     sha256: str
-    width: int
-    height: int
-    bands: int
-    bit_depth: int
-    format: str
     size_bytes: int
     filename: str
     created_at: float
@@ -151,13 +146,9 @@ class Storage:
         building = Path(tempfile.mkdtemp(prefix=f".{mosaic_id}.tmp-", dir=final.parent))
         source = f"source{SOURCE_EXT.get(header.format, '.bin')}"
         record = MosaicRecord(
+            **asdict(header),
             id=mosaic_id,
             sha256=sha256,
-            width=header.width,
-            height=header.height,
-            bands=header.bands,
-            bit_depth=header.bit_depth,
-            format=header.format,
             size_bytes=partial.stat().st_size,
             filename=filename,
             created_at=time.time(),

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Literal
 
 import torch
-
-Precision = Literal["fp32", "bf16", "fp16"]
 
 PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 

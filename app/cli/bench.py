@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from app.cli.options import positive_int, sigma_type
+from app.cli.options import add_device_options, positive_int, sigma_type
 
 
 def register(sub: Any) -> None:
@@ -21,15 +21,13 @@ def register(sub: Any) -> None:
     p.add_argument("--downsample", type=positive_int, default=4)
     p.add_argument("--step", type=positive_int, default=25)
     p.add_argument("--sigma", type=sigma_type, default=None)
-    p.add_argument("--mode", choices=["exact", "dense"], default="exact")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument(
-        "--precision",
-        choices=["fp32", "bf16", "fp16"],
-        default=None,
-        help="default fp32 on CPU, bf16 on CUDA",
+        "--mode",
+        choices=["exact", "dense"],
+        default="exact",
+        help="exact: the paper's sliding windows; dense: one convolutional pass, windows every 32 px",
     )
-    p.add_argument("--batch-size", type=positive_int, default=None)
+    add_device_options(p)
     p.add_argument("--network-iters", type=positive_int, default=10)
     p.add_argument(
         "--results",
@@ -45,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     import tempfile
 
     from worker.engine.bench import BenchConfig, run_bench, save_result, table
-    from worker.engine.device import prepare_process, resolve_device
+    from worker.engine.device import default_precision, prepare_process, resolve_device
     from worker.io.checkpoint import load_model
     from worker.io.zoo import resolve_model
 
@@ -79,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         downsample=args.downsample,
         step=args.step,
         sigma=args.sigma,
-        precision=args.precision or ("bf16" if device.type == "cuda" else "fp32"),
+        precision=args.precision or default_precision(device),
         batch_size=args.batch_size,
         mode=args.mode,
         network_iters=args.network_iters,

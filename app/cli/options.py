@@ -43,3 +43,46 @@ def positive_int(text: str) -> int:
 
 def non_negative_int(text: str) -> int:
     return _whole(text, 0)
+
+
+def add_model_option(p: argparse.ArgumentParser, *, default_text: str = "phantom-b2") -> None:
+    """``--model``: a model folder or a zoo name."""
+    p.add_argument("--model", default=None, help=f"model folder or zoo name (default: {default_text})")
+
+
+def add_device_options(p: argparse.ArgumentParser) -> None:
+    """Where and how the network runs: ``--device``, ``--precision``, ``--batch-size``."""
+    p.add_argument(
+        "--device",
+        choices=["auto", "cpu", "cuda"],
+        default="auto",
+        help="where the network runs (default auto: CUDA when present)",
+    )
+    p.add_argument(
+        "--precision",
+        choices=["fp32", "bf16", "fp16"],
+        default=None,
+        help="network precision (default fp32 on CPU, bf16 on CUDA)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=None,
+        help="windows per network batch (default 16 on CPU, 256 on CUDA, for 256 px windows)",
+    )
+
+
+def add_scorecam_options(p: argparse.ArgumentParser, *, skip_help: str = "heat error < this") -> None:
+    """The ScoreCAM cost options: ``--scorecam-top-k`` and ``--scorecam-skip-below``."""
+    p.add_argument(
+        "--scorecam-top-k",
+        type=positive_int,
+        default=None,
+        help="ScoreCAM: score only the k strongest channels per window (default: all, exact)",
+    )
+    p.add_argument(
+        "--scorecam-skip-below",
+        type=float,
+        default=0.0,
+        help=f"ScoreCAM: zero map for windows with p below this ({skip_help}; default 0)",
+    )

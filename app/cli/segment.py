@@ -8,7 +8,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from app.cli.options import positive_int, sigma_type
+from app.cli.options import (
+    add_device_options,
+    add_model_option,
+    add_scorecam_options,
+    positive_int,
+    sigma_type,
+)
 
 log = logging.getLogger("rcmseg.segment")
 
@@ -19,7 +25,7 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--out", type=Path, required=True, help="output folder (must not exist unless --overwrite)"
     )
-    p.add_argument("--model", default=None, help="model folder or zoo name (default: phantom-b2)")
+    add_model_option(p)
     p.add_argument("--step", type=positive_int, default=25, help="window step in processing px (default 25)")
     p.add_argument(
         "--sigma",
@@ -27,38 +33,31 @@ def register(sub: Any) -> None:
         default=None,
         help="Gaussian sigma in processing px, or 'none' for plain averaging (default none)",
     )
-    p.add_argument("--cam", choices=["cam", "scorecam"], default="cam")
+    p.add_argument(
+        "--cam",
+        choices=["cam", "scorecam"],
+        default="cam",
+        help="class activation maps: cam (classic, one pass) or scorecam (one pass per channel)",
+    )
     p.add_argument(
         "--mode",
         choices=["exact", "dense"],
         default="exact",
         help="exact: the paper's sliding windows; dense: one convolutional pass, windows every 32 px",
     )
-    p.add_argument(
-        "--scorecam-top-k",
-        type=positive_int,
-        default=None,
-        help="ScoreCAM: score only the k strongest channels per window (default: all, exact)",
-    )
-    p.add_argument(
-        "--scorecam-skip-below",
-        type=float,
-        default=0.0,
-        help="ScoreCAM: zero map for windows with p below this (heat error < this; default 0)",
-    )
+    add_scorecam_options(p)
     p.add_argument("--threshold", type=float, default=None, help="mask threshold (default: the model card's)")
-    p.add_argument("--pixel-size", type=float, default=0.5, help="input um/px (default 0.5, VivaScope)")
+    p.add_argument(
+        "--pixel-size",
+        dest="pixel_size_um",
+        type=float,
+        default=0.5,
+        help="input um/px (default 0.5, VivaScope)",
+    )
     p.add_argument(
         "--downsample", type=positive_int, default=None, help="integer factor; overrides --pixel-size"
     )
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument("--batch-size", type=positive_int, default=None)
-    p.add_argument(
-        "--precision",
-        choices=["fp32", "bf16", "fp16"],
-        default=None,
-        help="default fp32 on CPU, bf16 on CUDA",
-    )
+    add_device_options(p)
     p.add_argument(
         "--max-pixels",
         type=positive_int,
@@ -75,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from models.cam.scorecam import scorecam_cost
-    from worker.engine.device import prepare_process, resolve_device
+    from worker.engine.device import default_precision, prepare_process, resolve_device
     from worker.engine.params import Progress, RunOptions, SegmentParams
     from worker.engine.pipeline import segment_mosaic
     from worker.engine.windows import estimate_windows
@@ -85,17 +84,8 @@ def run(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device)
     prepare_process(device)
-    params = SegmentParams(
-        step=args.step,
-        sigma=args.sigma,
-        cam=args.cam,
-        threshold=args.threshold,
-        pixel_size_um=args.pixel_size,
-        downsample=args.downsample,
-        precision=args.precision or ("bf16" if device.type == "cuda" else "fp32"),
-        mode=args.mode,
-        scorecam_top_k=args.scorecam_top_k,
-        scorecam_skip_below=args.scorecam_skip_below,
+    params = SegmentParams.from_values(
+        {**vars(args), "precision": args.precision or default_precision(device)}
     )
     layout = VivaBlockLayout(cols=args.grid_cols, serpentine=args.serpentine)
     header = probe(args.input, max_pixels=args.max_pixels, layout=layout)  # fail before loading torch

@@ -13,7 +13,7 @@ import re
 import resource
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -104,13 +104,7 @@ def run_bench(model: LoadedModel, config: BenchConfig, *, workdir: Path | None =
         t0 = time.perf_counter()
         make_bench_mosaic(mosaic, config.input_size)
         generate_s = time.perf_counter() - t0
-        params = SegmentParams(
-            step=config.step,
-            sigma=config.sigma,
-            downsample=config.downsample,
-            precision=config.precision,
-            mode=config.mode,
-        )
+        params = SegmentParams.from_values(asdict(config))
         options = RunOptions(batch_size=batch, workdir=str(work))
         warm = work / "warm.tif"
         make_bench_mosaic(warm, model.card.window * config.downsample * 2)

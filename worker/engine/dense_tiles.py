@@ -2,6 +2,7 @@
 
 Windows sit on the network's output stride (32 px for EfficientNet); see ``models.cam.dense`` for the math.
 Tiles overlap by a halo of cells that is cut away afterwards so tile seams do not change the features.
+``DenseWindows`` holds what does not depend on sigma, so an evaluation sweep stitches it for many sigmas.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ import torch.nn.functional as F
 
 from models.cam.classic import normalise_input
 from models.cam.dense import stitch_cells, window_statistics, windowed_squeeze_excite
+from models.errors import InvalidParameter
 from models.network import classifier_weight
+from models.precision import autocast_unless_fp32
 from worker.engine.params import CancelFn, Progress, ProgressFn
 from worker.engine.stitch import gaussian_weights
 from worker.errors import JobCanceled
@@ -75,16 +78,90 @@ def cam_grid(
             block = image[top * STRIDE : bottom * STRIDE, left * STRIDE : right * STRIDE]
             tile = torch.from_numpy(np.ascontiguousarray(block))[None]
             x = normalise_input(tile.to(device), card.mean, card.std)
-            if dtype != torch.float32:
-                with torch.autocast(device_type=device.type, dtype=dtype):
-                    feats = net.forward_features(x)  # type: ignore[operator]
-            else:
+            with autocast_unless_fp32(device.type, dtype):
                 feats = net.forward_features(x)  # type: ignore[operator]
             cam = torch.einsum("c,chw->hw", weight[0].float(), feats[0].float())
             out[r:r1, c:c1] = cam[r - top : r1 - top, c - left : c1 - left].cpu()
             if progress is not None:
                 progress(Progress("windows", n + 1, len(tiles)))
     return out
+
+
+def pad_to_cells(image: np.ndarray, window: int) -> np.ndarray:
+    """The image zero-padded to whole cells and to at least one window on each axis."""
+    if window % STRIDE:
+        raise InvalidParameter(f"dense mode needs a window that is a multiple of {STRIDE}, got {window}")
+    h, w = image.shape
+    hp = math.ceil(max(h, window) / STRIDE) * STRIDE
+    wp = math.ceil(max(w, window) / STRIDE) * STRIDE
+    padded = np.zeros((hp, wp), dtype=np.uint8)
+    padded[:h, :w] = image
+    return padded
+
+
+@dataclass(frozen=True)
+class DenseWindows:
+    """Every window at every cell position, reduced to what stitching needs; the same for every sigma.
+
+    ``cam`` is W.F on the cell grid; per window (one per position where a window fits): ``prob``, the
+    ``lo``/``hi`` of its W.F, and ``keep`` (not an empty window). ``shape`` is the unpadded image's.
+    """
+
+    cam: torch.Tensor
+    prob: torch.Tensor
+    lo: torch.Tensor
+    hi: torch.Tensor
+    keep: torch.Tensor
+    window: int
+    shape: tuple[int, int]
+
+    @classmethod
+    def from_cam_grid(
+        cls, cam: torch.Tensor, padded: np.ndarray, model: LoadedModel, shape: tuple[int, int]
+    ) -> DenseWindows:
+        """Window logits and min/max from the cell grid; a window is empty when all its pixels are 0."""
+        cells = model.card.window // STRIDE
+        _, bias = classifier_weight(model.net)
+        logit, lo, hi = window_statistics(cam, float(bias.detach()[0]) if bias is not None else 0.0, cells)
+        cell_max = F.max_pool2d(torch.from_numpy(padded)[None, None].float(), STRIDE)[0, 0]
+        keep = F.max_pool2d(cell_max[None, None], cells, stride=1)[0, 0] > 0
+        return cls(cam, torch.sigmoid(logit), lo, hi, keep, model.card.window, shape)
+
+    @property
+    def count(self) -> int:
+        return int(self.keep.numel())
+
+    @property
+    def kept(self) -> int:
+        return int(self.keep.sum())
+
+    @property
+    def max_prob(self) -> float:
+        return float(self.prob[self.keep].max()) if self.kept else 0.0
+
+    def heat(self, sigma: float | None) -> np.ndarray:
+        """The heat map for ``sigma``: stitched on the cell grid, upsampled once, cropped to the image."""
+        cells = self.window // STRIDE
+        centres = (np.arange(cells) * STRIDE + (STRIDE - 1) / 2.0).round().astype(int)
+        full = gaussian_weights(self.window, sigma)
+        weights = torch.from_numpy(full[np.ix_(centres, centres)].copy()).float()
+        heat_cells = stitch_cells(self.cam, self.prob, self.lo, self.hi, weights, self.keep)
+        heat = F.interpolate(
+            heat_cells[None, None], scale_factor=STRIDE, mode="bilinear", align_corners=False
+        )
+        h, w = self.shape
+        return heat[0, 0, :h, :w].clamp(0, 1).numpy().astype(np.float32)
+
+    def covered_pixels(self) -> int:
+        """Image pixels inside at least one kept window."""
+        cells = self.window // STRIDE
+        coverage = torch.zeros_like(self.cam)
+        for a in range(cells):
+            for b in range(cells):
+                coverage[a : a + self.keep.shape[0], b : b + self.keep.shape[1]] += self.keep.float()
+        h, w = self.shape
+        covered = np.repeat(np.repeat((coverage > 0).numpy(), STRIDE, 0), STRIDE, 1)[:h, :w]
+        return int(covered.sum())
 
 
 def dense_heatmap(
@@ -98,48 +175,29 @@ def dense_heatmap(
     should_cancel: CancelFn | None = None,
 ) -> DenseResult:
     """The heatmap of windows at every 32 px, stitched on the cell grid and upsampled once."""
-    options = options or DenseOptions()
-    card = model.card
-    if card.window % STRIDE:
-        raise ValueError(f"dense mode needs a window that is a multiple of {STRIDE}, got {card.window}")
-    cells = card.window // STRIDE
-    h, w = image.shape
-    hp = math.ceil(max(h, card.window) / STRIDE) * STRIDE
-    wp = math.ceil(max(w, card.window) / STRIDE) * STRIDE
-    padded = np.zeros((hp, wp), dtype=np.uint8)
-    padded[:h, :w] = image
+    padded = pad_to_cells(image, model.card.window)
     seconds: dict[str, float] = {}
-
     t0 = time.perf_counter()
     cam = cam_grid(
-        padded, model, dtype=dtype, options=options, progress=progress, should_cancel=should_cancel
+        padded,
+        model,
+        dtype=dtype,
+        options=options or DenseOptions(),
+        progress=progress,
+        should_cancel=should_cancel,
     )
     seconds["network"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    _, bias = classifier_weight(model.net)
-    logit, lo, hi = window_statistics(cam, float(bias.detach()[0]) if bias is not None else 0.0, cells)
-    prob = torch.sigmoid(logit)
-    cell_max = F.max_pool2d(torch.from_numpy(padded)[None, None].float(), STRIDE)[0, 0]
-    keep = F.max_pool2d(cell_max[None, None], cells, stride=1)[0, 0] > 0
-    centres = (np.arange(cells) * STRIDE + (STRIDE - 1) / 2.0).astype(np.float64)
-    full = gaussian_weights(card.window, sigma)
-    weights = torch.from_numpy(full[np.ix_(centres.round().astype(int), centres.round().astype(int))].copy())
-    heat_cells = stitch_cells(cam, prob, lo, hi, weights.float(), keep)
-    coverage = torch.zeros_like(cam)
-    for a in range(cells):
-        for b in range(cells):
-            coverage[a : a + keep.shape[0], b : b + keep.shape[1]] += keep.float()
-    heat = F.interpolate(heat_cells[None, None], scale_factor=STRIDE, mode="bilinear", align_corners=False)
-    heat_np = heat[0, 0, :h, :w].clamp(0, 1).numpy().astype(np.float32)
-    covered = np.repeat(np.repeat((coverage > 0).numpy(), STRIDE, 0), STRIDE, 1)[:h, :w]
+    windows = DenseWindows.from_cam_grid(cam, padded, model, image.shape)
+    heat = windows.heat(sigma)
+    covered = windows.covered_pixels()
     seconds["stitch"] = time.perf_counter() - t0
-    kept = int(keep.sum())
     return DenseResult(
-        heat=heat_np,
-        covered_pixels=int(covered.sum()),
-        windows=int(keep.numel()),
-        skipped=int(keep.numel()) - kept,
-        max_prob=float(prob[keep].max()) if kept else 0.0,
+        heat=heat,
+        covered_pixels=covered,
+        windows=windows.count,
+        skipped=windows.count - windows.kept,
+        max_prob=windows.max_prob,
         seconds=seconds,
     )

@@ -23,6 +23,7 @@ import sys
 import torch
 
 from models.errors import InvalidParameter
+from worker.engine.params import Precision
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,11 @@ def default_batch_size(device: torch.device, window: int) -> int:
     """A batch that keeps the device busy: large on a GPU, small on a CPU (cache-friendly)."""
     scale = (256 / window) ** 2
     return max(1, int((256 if device.type == "cuda" else 16) * scale))
+
+
+def default_precision(device: torch.device) -> Precision:
+    """bf16 on CUDA (tensor cores, the range of fp32), fp32 on the CPU (no faster there in reduced precision)."""
+    return "bf16" if device.type == "cuda" else "fp32"
 
 
 def prepare_process(device: torch.device, *, threads: int | None = None) -> None:

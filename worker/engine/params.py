@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Literal
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any, Literal
 
 from models.errors import InvalidParameter
 
@@ -53,6 +53,17 @@ class SegmentParams:
             raise InvalidParameter(f"scorecam skip-below must be in [0, 1), got {self.scorecam_skip_below}")
         if self.mode not in ("exact", "dense"):
             raise InvalidParameter(f"mode must be 'exact' or 'dense', got {self.mode!r}")
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any]) -> SegmentParams:
+        """Parameters from any mapping that uses the engine's field names (a request, parsed command-line
+        arguments, a job's kwargs); other keys are ignored, and ``None`` stands for "not given" where the
+        field's default is not itself ``None``."""
+        given: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name in values and (values[f.name] is not None or f.default is None):
+                given[f.name] = values[f.name]
+        return cls(**given)
 
     def downsample_for(self, model_pixel_size_um: float) -> int:
         """The integer factor that brings the input to the model's processing pixel size."""

@@ -16,8 +16,11 @@ VivaBlock assumptions (the exporter writes no grid description we can rely on):
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,8 +30,6 @@ from PIL import Image, UnidentifiedImageError
 
 from worker.errors import MosaicTooLarge, UnreadableMosaic, UnsupportedMosaic
 from worker.io.files import sha256_of
-
-Image.MAX_IMAGE_PIXELS = None  # the pixel limit below replaces Pillow's own bomb check
 
 LOADERS = {"tiffload": "tiff", "pngload": "png", "jpegload": "jpeg"}
 BIT_DEPTHS = {"uchar": 8, "ushort": 16}
@@ -102,9 +103,28 @@ def _vips_open(path: Path, *, sequential: bool = True) -> pyvips.Image:
     return img
 
 
+_PILLOW_LIMIT = threading.Lock()
+
+
+@contextlib.contextmanager
+def _open_bmp(path: Path) -> Iterator[Image.Image]:
+    """``Image.open`` without Pillow's own decompression-bomb limit, which the pixel limit of this module
+    replaces (checked from the header before any pixel is decoded). The limit is Pillow's process-wide
+    setting, so it is lifted only while the header is read, under a lock, and restored."""
+    with _PILLOW_LIMIT:
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            im = Image.open(path)
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+    with im:
+        yield im
+
+
 def _bmp_header(path: Path) -> MosaicHeader:
     try:
-        with Image.open(path) as im:
+        with _open_bmp(path) as im:
             width, height = im.size
             bands = {"1": 1, "L": 1, "P": 1, "RGB": 3, "RGBA": 4}.get(im.mode)
     except (UnidentifiedImageError, OSError) as exc:
@@ -190,7 +210,7 @@ def _to_grey8(img: pyvips.Image, notes: list[str]) -> pyvips.Image:
 
 def _bmp_array(path: Path) -> np.ndarray:
     try:
-        with Image.open(path) as im:
+        with _open_bmp(path) as im:
             im.load()
             if im.mode in ("RGB", "RGBA"):
                 rgb = np.asarray(im.convert("RGB"), dtype=np.float32)

@@ -176,7 +176,7 @@ def run_segment_job(**kwargs: Unpack[SegmentJobKwargs]) -> dict[str, Any]:
                 src,
                 runtime.model(model),
                 out,
-                params=SegmentParams(**params),
+                params=SegmentParams.from_values(params),
                 options=runtime.options,
                 progress=reporter.progress,
                 should_cancel=reporter.should_cancel,

@@ -24,16 +24,7 @@ def _segment_params(body: JobCreate, window: int) -> SegmentParams:
     if body.step > window:
         raise FieldError("step", f"must be at most the model's window ({window} px), got {body.step}")
     try:
-        return SegmentParams(
-            step=body.step,
-            sigma=body.sigma_px,
-            cam=body.cam,
-            threshold=body.threshold,
-            pixel_size_um=body.pixel_size_um,
-            downsample=body.downsample,
-            precision=body.precision,
-            mode=body.mode,
-        )
+        return SegmentParams.from_values({**body.model_dump(), "sigma": body.sigma_px})
     except InvalidParameter as exc:  # the message starts with the engine's name for the field
         field = str(exc).split(" ", 1)[0]
         raise FieldError({"sigma": "sigma_px"}.get(field, field), str(exc)) from None
