@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.network import classifier_weight
+from models.precision import autocast_unless_fp32
 
 
 @dataclass(frozen=True)
@@ -37,10 +38,12 @@ def normalise_input(pixels: torch.Tensor, mean: Sequence[float], std: Sequence[f
 
 
 def minmax_per_window(maps: torch.Tensor) -> torch.Tensor:
-    """Scale each map of (n, h, w) to [0, 1] over its own grid; a flat map becomes all zeros."""
-    flat = maps.flatten(1)
-    lo = flat.amin(dim=1).view(-1, 1, 1)
-    hi = flat.amax(dim=1).view(-1, 1, 1)
+    """Scale each map of (..., h, w) to [0, 1] over its own h x w grid; a flat map becomes all zeros.
+
+    The one min-max rule: CAM maps (n, h, w) and ScoreCAM's upsampled masks (n, 1, S, S) both use it.
+    """
+    lo = maps.amin(dim=(-2, -1), keepdim=True)
+    hi = maps.amax(dim=(-2, -1), keepdim=True)
     span = hi - lo
     safe = torch.where(span > 0, span, torch.ones_like(span))
     return torch.where(span > 0, (maps - lo) / safe, torch.zeros_like(maps))
@@ -54,10 +57,7 @@ def features_and_logit(
     ``dtype`` (bf16/fp16) runs the feature extractor under autocast; the head and everything after it
     run in float32 so reduced precision touches only the convolutions.
     """
-    if dtype is not None and dtype != torch.float32:
-        with torch.autocast(device_type=x.device.type, dtype=dtype):
-            feats = net.forward_features(x)  # type: ignore[operator]
-    else:
+    with autocast_unless_fp32(x.device.type, dtype):
         feats = net.forward_features(x)  # type: ignore[operator]
     feats = feats.float()
     logit = net.forward_head(feats)  # type: ignore[operator]

@@ -7,7 +7,8 @@ stitching happens on the cell grid before one final upsampling.
 
 EfficientNet's squeeze-excitation blocks average over their whole input, which for a large tile differs
 from a 256 px window. ``windowed_squeeze_excite`` replaces that global mean by a local mean over the
-window's footprint at each block's resolution, so each position sees about what a window centred on it sees.
+window's footprint at each block's resolution, so each position sees about what a window centred on it sees;
+it does so with forward hooks that it removes on exit, leaving the network's modules as they were.
 """
 
 from __future__ import annotations
@@ -47,35 +48,63 @@ def local_mean(x: torch.Tensor, k: int) -> torch.Tensor:
     return (total / count).to(x.dtype)
 
 
+class _WindowedSqueeze:
+    """The hooks that give every ``SqueezeExcite`` of a network a window-sized pool instead of a global one.
+
+    timm's block computes ``x * gate(expand(act(reduce(mean(x)))))``. Its forward runs unchanged; a pre-hook
+    on the block keeps its input ``x``, and a hook on its ``conv_reduce`` replaces the reduced global mean
+    by ``local_mean(reduce(x))``, which the block then activates, expands and gates with as usual. The
+    reduction is affine and the local mean's weights sum to one, so they commute: reducing the channels
+    first (by 4 to 24 times) makes the box filter that much cheaper, with the same result. The global mean
+    the block still takes is discarded (one pass over ``x`` and a 1 x 1 convolution).
+
+    The pool side at each block's resolution is ``window`` over that block's stride, measured as the input
+    height over the block's input height; the input height is read by a pre-hook on the stem.
+    """
+
+    def __init__(self, window: int) -> None:
+        self.window = window
+        self.input_height = window
+        self.block_input: torch.Tensor | None = None
+
+    def see_input(self, _stem: nn.Module, args: tuple[Any, ...]) -> None:
+        self.input_height = int(args[0].shape[-2])
+
+    def see_block_input(self, _se: nn.Module, args: tuple[Any, ...]) -> None:
+        self.block_input = args[0]
+
+    def reduce_locally(
+        self, reduce: nn.Module, _args: tuple[Any, ...], _global: torch.Tensor
+    ) -> torch.Tensor:
+        x, self.block_input = self.block_input, None
+        if x is None:
+            raise RuntimeError("conv_reduce ran outside its SqueezeExcite block")
+        stride = max(1, round(self.input_height / x.shape[-2]))
+        # ``forward`` itself, not ``reduce(x)``, so this hook does not run again on the full-size input
+        return local_mean(reduce.forward(x), max(1, round(self.window / stride)))
+
+
 @contextmanager
 def windowed_squeeze_excite(net: nn.Module, window: int) -> Iterator[None]:
-    """Within the block, every timm ``SqueezeExcite`` pools over a window-sized neighbourhood."""
+    """Within the block, every timm ``SqueezeExcite`` of ``net`` pools over a window-sized neighbourhood.
+
+    Only forward hooks are added (see :class:`_WindowedSqueeze`), and removed on exit however the block
+    ends: no module's attributes or methods are replaced. The network is the windowed one for every caller
+    while the block runs, so a network shared between threads must not be used elsewhere meanwhile.
+    """
     from timm.models._efficientnet_blocks import SqueezeExcite
 
-    state: dict[str, int] = {"height": window}
-
-    def remember(_m: nn.Module, args: tuple[Any, ...]) -> None:
-        state["height"] = int(args[0].shape[-2])
-
-    def local_forward(se: Any, x: torch.Tensor) -> torch.Tensor:
-        stride = max(1, round(state["height"] / x.shape[-2]))
-        # conv_reduce is affine and the local mean's weights sum to one, so they commute: reducing the
-        # channels first (by 4 to 24 times) makes the box filter that much cheaper, with the same result.
-        x_se = local_mean(se.conv_reduce(x), max(1, round(window / stride)))
-        x_se = se.conv_expand(se.act1(x_se))
-        return x * se.gate(x_se)
-
-    blocks = [m for m in net.modules() if isinstance(m, SqueezeExcite)]
+    hooks = _WindowedSqueeze(window)
     stem = next(m for m in net.modules() if isinstance(m, nn.Conv2d))  # sees the input size first
-    hook = stem.register_forward_pre_hook(remember)
-    for se in blocks:
-        se.forward = local_forward.__get__(se)  # type: ignore[method-assign]
+    handles = [stem.register_forward_pre_hook(hooks.see_input)]
     try:
+        for se in (m for m in net.modules() if isinstance(m, SqueezeExcite)):
+            handles.append(se.register_forward_pre_hook(hooks.see_block_input))
+            handles.append(se.conv_reduce.register_forward_hook(hooks.reduce_locally))
         yield
     finally:
-        hook.remove()
-        for se in blocks:
-            del se.forward
+        for handle in handles:
+            handle.remove()
 
 
 def window_statistics(cam: torch.Tensor, bias: float, cells: int) -> tuple[torch.Tensor, ...]:

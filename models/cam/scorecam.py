@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from models.cam.classic import minmax_per_window
 from models.errors import InvalidModel, InvalidParameter
 from models.network import classifier_weight
 
@@ -114,13 +115,6 @@ def _one_logit(logits: Tensor, n: int) -> Tensor:
     return logits[:, 0]
 
 
-def minmax_per_map(maps: Tensor) -> Tensor:
-    """Each (..., H, W) map scaled to [0, 1]; a constant map becomes 0."""
-    low = maps.amin(dim=(-2, -1), keepdim=True)
-    span = maps.amax(dim=(-2, -1), keepdim=True) - low
-    return torch.where(span > 0, (maps - low) / torch.where(span > 0, span, 1), 0)
-
-
 def _rank_channels(net: nn.Module, acts: Tensor, params: ScoreCamParams, custom: bool) -> Tensor:
     """(windows, k) indices of the channels to score in each window."""
     n_channels = acts.shape[1]
@@ -177,7 +171,7 @@ def scorecam(
             w = window_of[start : start + params.chunk]
             c = channel_of[start : start + params.chunk]
             up = F.interpolate(acts[w, c][:, None], size=size, mode="bilinear", align_corners=False)
-            masked_logits = _one_logit(net(x[w] * minmax_per_map(up).to(x.dtype)), w.numel())
+            masked_logits = _one_logit(net(x[w] * minmax_per_window(up).to(x.dtype)), w.numel())
             scores[w, c] = torch.sigmoid(masked_logits.float()).to(scores.dtype)
             batches += 1
 

@@ -153,7 +153,8 @@ def _auc_from_counts(
     pos: npt.NDArray[np.float64], neg: npt.NDArray[np.float64], tp: npt.NDArray[np.float64]
 ) -> npt.NDArray[np.float64]:
     """Trapezoidal AUC of top-down histogram rows with cumulative positives ``tp``, as
-    :func:`models.metrics.roc.binned_auc`: each negative counts the positives above it and half those beside it."""
+    :func:`models.metrics.roc.binned_auc`: each negative counts the positives above it and half those
+    beside it."""
     area = np.einsum("ij,ij->i", tp, neg) - 0.5 * np.einsum("ij,ij->i", pos, neg)
     total = tp[:, -1] * neg.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -1,8 +1,8 @@
 """Dice of the thresholded heat map over labelled pixels, swept over thresholds, from score histograms.
 
 The paper computes Dice "for all thresholds between 0 and 1 in increments of 0.02" and keeps the best. A
-pixel is predicted aspecific when ``heat >= t``; with the bins of :mod:`models.metrics.roc` and a threshold on a bin
-edge ``k / n_bins``, the predicted positives are exactly bins ``k..n_bins``, so
+pixel is predicted aspecific when ``heat >= t``; with the bins of :mod:`models.metrics.roc` and a threshold
+on a bin edge ``k / n_bins``, the predicted positives are exactly bins ``k..n_bins``, so
 
     TP(t) = sum_{b >= k} pos_b,   FP(t) = sum_{b >= k} neg_b,   FN(t) = P - TP(t),
     Dice(t) = 2 TP / (2 TP + FP + FN) = 2 TP / (TP + FP + P).

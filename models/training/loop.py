@@ -13,16 +13,18 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from models.errors import InvalidParameter
+from models.metrics.patch import patch_metrics
+from models.precision import autocast_unless_fp32
 from models.training.augment import AugmentParams, augment_batch
 
 log = logging.getLogger(__name__)
@@ -90,23 +92,6 @@ class EpochReport:
     def as_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "lr": self.lr, "train_loss": self.train_loss, "seconds": self.seconds,
                 "best": self.best, **{f"val_{k}": v for k, v in self.val.items()}}  # fmt: skip
-
-
-def patch_metrics(labels: np.ndarray, scores: np.ndarray, *, threshold: float = 0.5) -> dict[str, Any]:
-    """Patch AUC (``None`` if a class is missing), accuracy, sensitivity and specificity at ``threshold``."""
-    labels = np.asarray(labels).astype(int)
-    scores = np.asarray(scores, dtype=np.float64)
-    pred = scores > threshold
-    pos, neg = labels == 1, labels == 0
-    auc = float(roc_auc_score(labels, scores)) if pos.any() and neg.any() else None
-    return {
-        "auc": auc,
-        "accuracy": float((pred == pos).mean()) if labels.size else None,
-        "sensitivity": float(pred[pos].mean()) if pos.any() else None,
-        "specificity": float((~pred[neg]).mean()) if neg.any() else None,
-        "n": int(labels.size),
-        "n_aspecific": int(pos.sum()),
-    }
 
 
 def init_classifier(net: nn.Module, *, std: float = 0.01) -> None:
@@ -180,9 +165,10 @@ class Trainer:
         x = (x - self.mean) / self.std
         return x.contiguous(memory_format=self.memory_format)
 
-    def _autocast(self) -> torch.autocast:
-        return torch.autocast(
-            device_type=self.device.type, dtype=torch.float16, enabled=self.cuda and self.params.amp
+    def _autocast(self) -> AbstractContextManager[object]:
+        """fp16 mixed precision on CUDA unless ``amp`` is off; float32 elsewhere."""
+        return autocast_unless_fp32(
+            self.device.type, torch.float16 if self.cuda and self.params.amp else None
         )
 
     def train_epoch(self, batches: Batches, *, on_batch: Callable[[float], None] | None = None) -> float:
@@ -224,8 +210,9 @@ class Trainer:
         return s, lab, total / max(len(lab), 1)
 
     def evaluate(self, batches: Batches) -> dict[str, Any]:
+        """Patch metrics (:func:`models.metrics.patch.patch_metrics`) and the mean loss over ``batches``."""
         scores, labels, loss = self.predict(batches)
-        return {**patch_metrics(labels, scores), "loss": loss}
+        return {**patch_metrics(scores, labels).as_dict(), "loss": loss}
 
     def state_dict(self) -> dict[str, Any]:
         return {

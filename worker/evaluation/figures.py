@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from models.labels import ASPECIFIC
-from models.metrics.pixel import patch_metrics, patch_roc_curve
+from models.metrics.patch import patch_metrics, patch_roc_curve
 from worker.engine.params import Progress, ProgressFn
 from worker.evaluation.metrics import RunSummary, best_runs, mosaic_dice
 from worker.evaluation.protocol import EvalResult

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from models.metrics.dice import DICE_THRESHOLDS
-from models.metrics.pixel import patch_metrics, patch_roc_curve
+from models.metrics.patch import patch_metrics, patch_roc_curve
 from models.metrics.roc import ScoreHistogram
 from worker.engine.params import ProgressFn
 from worker.evaluation.figures import write_figures

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from models.metrics.pixel import patch_metrics
+from models.metrics.patch import patch_metrics
 from worker.evaluation.metrics import CAM_TITLES, RunSummary, best_runs, mosaic_dice, run_label, sigma_text
 from worker.evaluation.protocol import EvalResult, RunConfig
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -116,3 +117,18 @@ def test_windowed_squeeze_excite_equals_a_local_mean_before_the_reduction() -> N
     assert torch.allclose(got, want, atol=1e-5)
     assert not torch.allclose(got, plain, atol=1e-3)  # a 12 px neighbourhood is not the 40 px mean
     assert F.mse_loss(plain, holder(x)) == 0  # the block is restored afterwards
+
+
+def test_windowed_squeeze_excite_leaves_the_network_as_it_was_when_the_block_fails() -> None:
+    from timm.models._efficientnet_blocks import SqueezeExcite
+
+    net = create_network("test_efficientnet").eval()
+    blocks = [m for m in net.modules() if isinstance(m, SqueezeExcite)]
+    assert blocks
+    before = {id(m): dict(vars(m)) for m in net.modules()}
+    with pytest.raises(KeyError), windowed_squeeze_excite(net, window=32):
+        assert all(se._forward_pre_hooks for se in blocks)  # hooked while the block runs
+        raise KeyError("stop")
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in net.modules())
+    assert all("forward" not in vars(se) for se in blocks)
+    assert {id(m): dict(vars(m)) for m in net.modules()} == before

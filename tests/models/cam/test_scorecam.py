@@ -15,7 +15,6 @@ from models.cam.scorecam import (
     ScoreCamCounts,
     ScoreCamParams,
     ScoreCamResult,
-    minmax_per_map,
     scorecam,
     scorecam_cost,
 )
@@ -188,13 +187,6 @@ def test_cost() -> None:
     assert scorecam_cost(0, 32) == 0
     with pytest.raises(InvalidParameter):
         scorecam_cost(-1, 32)
-
-
-def test_minmax_per_map_constant_map_is_zero() -> None:
-    maps = torch.stack([torch.full((4, 4), 3.0), torch.arange(16.0).reshape(4, 4)])
-    out = minmax_per_map(maps)
-    assert (out[0] == 0).all()
-    assert float(out[1].min()) == 0.0 and float(out[1].max()) == 1.0
 
 
 def test_rejects_training_mode(windows: Tensor) -> None:

@@ -1,4 +1,4 @@
-"""Training: metrics, a loss that goes down on tiny phantoms, and the command line writing a model the
+"""Training: parameters, a loss that goes down on tiny phantoms, and the command line writing a model the
 engine loads (and resuming it)."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from models.labels import ASPECIFIC
 from models.network import create_network
 from models.phantom import PhantomParams, render_phantom
 from models.training.augment import NO_AUGMENT
-from models.training.loop import Trainer, TrainParams, estimate_mean_std, init_classifier, patch_metrics
+from models.training.loop import Trainer, TrainParams, estimate_mean_std, init_classifier
 from worker.datasets.phantom_files import write_image
 from worker.io.checkpoint import load_model
 
@@ -41,13 +41,6 @@ def phantom_windows(count: int = 32) -> TensorDataset:
     images = torch.from_numpy(np.stack(pos + neg)).unsqueeze(1)
     labels = torch.tensor([1.0] * len(pos) + [0.0] * len(neg))
     return TensorDataset(images, labels)
-
-
-def test_patch_metrics() -> None:
-    m = patch_metrics(np.array([0, 0, 1, 1]), np.array([0.1, 0.6, 0.7, 0.9]))
-    assert m["auc"] == 1.0 and m["accuracy"] == 0.75
-    assert m["sensitivity"] == 1.0 and m["specificity"] == 0.5 and m["n_aspecific"] == 2
-    assert patch_metrics(np.array([1, 1]), np.array([0.2, 0.9]))["auc"] is None
 
 
 def test_params_are_validated() -> None:
