@@ -78,7 +78,7 @@ def default_batch_size(device: torch.device, window: int) -> int:
 
 
 def default_precision(device: torch.device) -> Precision:
-    """bf16 on CUDA (tensor cores, the range of fp32), fp32 on the CPU (no faster there in reduced precision)."""
+    """bf16 on CUDA (tensor cores, fp32's range); fp32 on the CPU, where reduced precision is no faster."""
     return "bf16" if device.type == "cuda" else "fp32"
 
 

@@ -11,6 +11,7 @@ import logging
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from worker.engine.windows import WindowGrid
 from worker.io.checkpoint import LoadedModel
 from worker.io.export import write_outputs, write_summary
 from worker.io.files import swap_into_place
-from worker.io.mosaic import VivaBlockLayout, decode_error, input_sha256, open_mosaic
+from worker.io.mosaic import Mosaic, VivaBlockLayout, decode_error, input_sha256, open_mosaic
 
 log = logging.getLogger(__name__)
 
@@ -120,77 +121,33 @@ def segment_mosaic(
     source, out_dir = Path(source), Path(out_dir)
     if out_dir.exists() and not overwrite:
         raise InvalidParameter(f"{out_dir}: output folder already exists")
-    card = model.card
-    device = next(model.net.parameters()).device
-    timings: dict[str, float] = {}
-    report = progress or (lambda _p: None)
-
-    t0 = time.perf_counter()
-    report(Progress("read", 0, 1))
+    started = time.perf_counter()
+    (progress or (lambda _p: None))(Progress("read", 0, 1))
     mosaic = open_mosaic(source, max_pixels=options.max_pixels, layout=layout)
-    downsample = params.downsample_for(card.pixel_size_um)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     scratch = Path(tempfile.mkdtemp(prefix="rcmseg-", dir=options.workdir))
     try:
-        image = processing_image(
-            mosaic, downsample, budget_bytes=options.memory_budget_bytes, workdir=scratch
-        )
-        facts = RunFacts(
-            source_name=source.name,
-            sha256=input_sha256(source),
-            mosaic=mosaic,
-            grid=WindowGrid(
-                height=image.shape[0],
-                width=image.shape[1],
-                window=card.window,
-                step=DENSE_STRIDE if params.mode == "dense" else params.step,
-            ),
-            downsample=downsample,
-            threshold=card.threshold if params.threshold is None else params.threshold,
-            batch_size=options.batch_size or default_batch_size(device, card.window),
-            device=device,
-        )
-        timings["read_downsample"] = time.perf_counter() - t0
-        report(Progress("read", 1, 1))
-
-        t1 = time.perf_counter()
-        heat, covered, stats = heat_of(
-            image,
+        summary = _segment_into(
+            tmp,
+            Source(path=source, mosaic=mosaic, started=started),
             model,
-            grid=facts.grid,
             params=params,
             options=options,
-            batch_size=facts.batch_size,
             scratch=scratch,
             progress=progress,
             should_cancel=should_cancel,
         )
-        timings["windows_total"] = time.perf_counter() - t1
-        del image  # the processing image is not needed for export: free it before the pyramids
-        release_freed_memory()
-        timings.update({stage: stats.seconds[stage] for stage in STAGES})
-
-        t2 = time.perf_counter()
-        export = write_outputs(
-            tmp, heat=heat, mosaic=mosaic, downsample=downsample, threshold=facts.threshold, progress=progress
-        )
-        timings.update(export.timings)
-        timings["export_total"] = time.perf_counter() - t2
-        timings["total"] = time.perf_counter() - t0
-        summary = build_summary(
-            facts, model=model, params=params, stats=stats, export=export, covered=covered, timings=timings
-        )
-        write_summary(tmp, summary)
         if out_dir.exists() and not overwrite:
             raise InvalidParameter(f"{out_dir}: output folder already exists")
         swap_into_place(tmp, out_dir)
+        windows = summary["windows"]
         log.info(
             "segmented %s: %d windows (%d skipped) in %.1f s",
             source.name,
-            stats.total,
-            stats.skipped,
-            timings["total"],
+            windows["total"],
+            windows["skipped"],
+            summary["timings_s"]["total"],
         )
         return summary
     except pyvips.Error as exc:
@@ -199,3 +156,96 @@ def segment_mosaic(
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(scratch, ignore_errors=True)
         release_freed_memory()  # a worker between jobs holds only what it still uses
+
+
+@dataclass(frozen=True)
+class Source:
+    """An opened mosaic, the file it came from and when reading it started."""
+
+    path: Path
+    mosaic: Mosaic
+    started: float
+
+
+def _facts(
+    source: Source,
+    image: np.ndarray,
+    model: LoadedModel,
+    *,
+    params: SegmentParams,
+    options: RunOptions,
+    downsample: int,
+) -> RunFacts:
+    card, device = model.card, next(model.net.parameters()).device
+    return RunFacts(
+        source_name=source.path.name,
+        sha256=input_sha256(source.path),
+        mosaic=source.mosaic,
+        grid=WindowGrid(
+            height=image.shape[0],
+            width=image.shape[1],
+            window=card.window,
+            step=DENSE_STRIDE if params.mode == "dense" else params.step,
+        ),
+        downsample=downsample,
+        threshold=card.threshold if params.threshold is None else params.threshold,
+        batch_size=options.batch_size or default_batch_size(device, card.window),
+        device=device,
+    )
+
+
+def _segment_into(
+    tmp: Path,
+    source: Source,
+    model: LoadedModel,
+    *,
+    params: SegmentParams,
+    options: RunOptions,
+    scratch: Path,
+    progress: ProgressFn | None,
+    should_cancel: CancelFn | None,
+) -> dict[str, Any]:
+    """Every output of one mosaic written into the folder ``tmp``; returns the summary."""
+    downsample = params.downsample_for(model.card.pixel_size_um)
+    image = processing_image(
+        source.mosaic, downsample, budget_bytes=options.memory_budget_bytes, workdir=scratch
+    )
+    facts = _facts(source, image, model, params=params, options=options, downsample=downsample)
+    timings = {"read_downsample": time.perf_counter() - source.started}
+    if progress is not None:
+        progress(Progress("read", 1, 1))
+
+    t1 = time.perf_counter()
+    heat, covered, stats = heat_of(
+        image,
+        model,
+        grid=facts.grid,
+        params=params,
+        options=options,
+        batch_size=facts.batch_size,
+        scratch=scratch,
+        progress=progress,
+        should_cancel=should_cancel,
+    )
+    timings["windows_total"] = time.perf_counter() - t1
+    del image  # the processing image is not needed for export: free it before the pyramids
+    release_freed_memory()
+    timings.update({stage: stats.seconds[stage] for stage in STAGES})
+
+    t2 = time.perf_counter()
+    export = write_outputs(
+        tmp,
+        heat=heat,
+        mosaic=source.mosaic,
+        downsample=downsample,
+        threshold=facts.threshold,
+        progress=progress,
+    )
+    timings.update(export.timings)
+    timings["export_total"] = time.perf_counter() - t2
+    timings["total"] = time.perf_counter() - source.started
+    summary = build_summary(
+        facts, model=model, params=params, stats=stats, export=export, covered=covered, timings=timings
+    )
+    write_summary(tmp, summary)
+    return summary

@@ -72,6 +72,32 @@ def _dzsave(img: pyvips.Image, base: Path, suffix: str, **kwargs: Any) -> None:
     img.dzsave(str(base), tile_size=TILE_SIZE, overlap=OVERLAP, suffix=suffix, depth="onepixel", **kwargs)
 
 
+TIFF_OPTIONS: dict[str, Any] = {"tile": True, "tile_width": 256, "tile_height": 256, "compression": "deflate"}
+
+
+def _bigtiff(heat: np.ndarray) -> bool:
+    return heat.size * 4 > 3 * 1024**3
+
+
+def _heat_layer(out: Path, mosaic: Mosaic, downsample: int) -> None:
+    lut_np = rgba_lut()
+    lut = pyvips.Image.new_from_memory(lut_np.tobytes(), 256, 1, 4, "uchar")
+    # The pyramids read the TIFFs just written (tiled, decoded on demand), never the whole heatmap at once.
+    heat_img = pyvips.Image.new_from_file(str(out / HEATMAP_TIFF))
+    width, height = mosaic.header.width, mosaic.header.height
+    full_heat = _to_full_resolution(heat_img, downsample, width, height, smooth=True)
+    colored = (full_heat * 255).rint().cast("uchar").maplut(lut).copy(interpretation="srgb")
+    _dzsave(colored, out / "heatmap", ".png")
+
+
+def _mask_layer(out: Path, mosaic: Mosaic, downsample: int) -> None:
+    mask_img = pyvips.Image.new_from_file(str(out / MASK_TIFF))
+    width, height = mosaic.header.width, mosaic.header.height
+    full_mask = _to_full_resolution(mask_img, downsample, width, height, smooth=False)
+    overlay = (full_mask > 0).ifthenelse(MASK_RGBA, [0, 0, 0, 0]).copy(interpretation="srgb")
+    _dzsave(overlay, out / "mask", ".png", region_shrink="mode")
+
+
 def write_outputs(
     out: Path,
     *,
@@ -84,61 +110,32 @@ def write_outputs(
     """Write heatmap.tif, mask.tif, the three DZI layers and regions.geojson into ``out``."""
     steps = ["heatmap_tif", "mask_tif", "regions", "mosaic_dzi", "heatmap_dzi", "mask_dzi"]
     timings: dict[str, float] = {}
-    width, height = mosaic.header.width, mosaic.header.height
+    t0 = time.perf_counter()
 
-    def tick(name: str, t0: float) -> None:
+    def tick(name: str) -> None:
+        nonlocal t0
         timings[name] = time.perf_counter() - t0
+        t0 = time.perf_counter()
         if progress is not None:
             progress(Progress("export", len(timings), len(steps)))
 
-    t0 = time.perf_counter()
     heat_img = _heat_image(heat)
-    big = heat.size * 4 > 3 * 1024**3
-    heat_img.tiffsave(
-        str(out / HEATMAP_TIFF),
-        tile=True,
-        tile_width=256,
-        tile_height=256,
-        compression="deflate",
-        predictor="float",
-        bigtiff=big,
-    )
-    tick("heatmap_tif", t0)
-
-    t0 = time.perf_counter()
-    (heat_img >= threshold).tiffsave(
-        str(out / MASK_TIFF), tile=True, tile_width=256, tile_height=256, compression="deflate", bigtiff=big
-    )
+    heat_img.tiffsave(str(out / HEATMAP_TIFF), predictor="float", bigtiff=_bigtiff(heat), **TIFF_OPTIONS)
+    tick("heatmap_tif")
+    (heat_img >= threshold).tiffsave(str(out / MASK_TIFF), bigtiff=_bigtiff(heat), **TIFF_OPTIONS)
     mask = np.asarray(pyvips.Image.new_from_file(str(out / MASK_TIFF)).numpy())
     positive = int(np.count_nonzero(mask))
-    tick("mask_tif", t0)
-
-    t0 = time.perf_counter()
+    tick("mask_tif")
     geojson = regions_geojson(mask, scale=float(downsample))
     del mask
     (out / REGIONS_GEOJSON).write_text(json.dumps(geojson), encoding="utf-8")
-    tick("regions", t0)
-
-    t0 = time.perf_counter()
+    tick("regions")
     _dzsave(mosaic.image, out / "mosaic", ".jpg[Q=85]")
-    tick("mosaic_dzi", t0)
-
-    t0 = time.perf_counter()
-    lut_np = rgba_lut()
-    lut = pyvips.Image.new_from_memory(lut_np.tobytes(), 256, 1, 4, "uchar")
-    # The pyramids read the TIFFs just written (tiled, decoded on demand), never the whole heatmap at once.
-    heat_img = pyvips.Image.new_from_file(str(out / HEATMAP_TIFF))
-    full_heat = _to_full_resolution(heat_img, downsample, width, height, smooth=True)
-    colored = (full_heat * 255).rint().cast("uchar").maplut(lut).copy(interpretation="srgb")
-    _dzsave(colored, out / "heatmap", ".png")
-    tick("heatmap_dzi", t0)
-
-    t0 = time.perf_counter()
-    mask_img = pyvips.Image.new_from_file(str(out / MASK_TIFF))
-    full_mask = _to_full_resolution(mask_img, downsample, width, height, smooth=False)
-    overlay = (full_mask > 0).ifthenelse(MASK_RGBA, [0, 0, 0, 0]).copy(interpretation="srgb")
-    _dzsave(overlay, out / "mask", ".png", region_shrink="mode")
-    tick("mask_dzi", t0)
+    tick("mosaic_dzi")
+    _heat_layer(out, mosaic, downsample)
+    tick("heatmap_dzi")
+    _mask_layer(out, mosaic, downsample)
+    tick("mask_dzi")
     return ExportResult(positive_pixels=positive, regions=len(geojson["features"]), timings=timings)
 
 
