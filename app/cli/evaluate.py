@@ -13,10 +13,18 @@ import json
 import logging
 import shlex
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.cli.options import non_negative_int, positive_int, sigma_units
+
+if TYPE_CHECKING:
+    import torch
+
+    from worker.engine.params import Progress
+    from worker.evaluation.protocol import EvalParams
 
 log = logging.getLogger("rcmseg.evaluate")
 
@@ -31,6 +39,15 @@ def register(sub: Any) -> None:
         "patch-level ROC/AUC and accuracy, Table 2 (pixel AUC and best Dice per CAM method, step and sigma), "
         "bootstrap intervals, ROC figure and per-mosaic panels.",
     )
+    # in help order: the data, the sweep, where the network runs, then how files are read and written
+    _data_options(p)
+    _sweep_options(p)
+    _engine_options(p)
+    _file_options(p)
+    p.set_defaults(func=run)
+
+
+def _data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="model folder or zoo name (default: phantom-b2)")
     p.add_argument("--mosaics", type=Path, required=True, help="folder of {id}.tif + {id}_labels.png")
     p.add_argument("--out", type=Path, required=True, help="output folder (must be empty unless --overwrite)")
@@ -42,6 +59,9 @@ def register(sub: Any) -> None:
         help="patch table that records the split (default: patches.csv beside or inside --mosaics)",
     )
     p.add_argument("--cache", type=Path, default=None, help="patch mosaic cache (default: beside the table)")
+
+
+def _sweep_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cams", nargs="+", choices=["cam", "scorecam"], default=["cam", "scorecam"])
     p.add_argument(
         "--steps", nargs="+", type=positive_int, default=[25, 50, 100], help="window steps in px (25 50 100)"
@@ -80,6 +100,9 @@ def register(sub: Any) -> None:
         default=0.0,
         help="ScoreCAM: zero map for windows with p below this (default 0, exact)",
     )
+
+
+def _engine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument(
         "--precision",
@@ -91,6 +114,9 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--threads", type=positive_int, default=None, help="CPU threads for torch (default: torch's)"
     )
+
+
+def _file_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--pixel-size-um", type=float, default=None, help="mosaic um/px where no manifest.csv gives it"
     )
@@ -98,7 +124,6 @@ def register(sub: Any) -> None:
     p.add_argument("--no-panels", action="store_true", help="skip the per-mosaic figures")
     p.add_argument("--no-histograms", action="store_true", help="skip histograms.npz")
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -109,11 +134,15 @@ def run(args: argparse.Namespace) -> int:
     if args.bins % 50:
         raise InvalidParameter(f"bins must be a multiple of 50 (Dice thresholds 0.02 apart), got {args.bins}")
 
-    from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
+    from worker.engine.device import prepare_process, resolve_device
+    from worker.engine.params import RunOptions
     from worker.evaluation.data import load_split
-    from worker.evaluation.protocol import EvalParams
+    from worker.evaluation.report import write_report
+    from worker.evaluation.runner import evaluate
+    from worker.io.checkpoint import load_model
+    from worker.io.zoo import resolve_model
 
     split = load_split(
         args.mosaics,
@@ -122,33 +151,9 @@ def run(args: argparse.Namespace) -> int:
         pixel_size_um=args.pixel_size_um,
         max_mosaics=args.max_mosaics,
     )
-
-    import torch
-
-    from worker.engine.device import prepare_process, resolve_device
-    from worker.engine.params import Progress, RunOptions
-    from worker.evaluation.protocol import evaluate
-    from worker.evaluation.report import write_report
-    from worker.io.checkpoint import load_model
-    from worker.io.zoo import resolve_model
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    prepare_process(device)
-    params = EvalParams(
-        cams=tuple(args.cams),
-        steps=tuple(args.steps),
-        sigma_units=tuple(args.sigmas),
-        modes=("exact", "dense") if args.mode == "both" else (args.mode,),
-        bootstrap=args.bootstrap,
-        seed=args.seed,
-        precision=args.precision or ("bf16" if device.type == "cuda" else "fp32"),
-        scorecam_top_k=args.scorecam_top_k,
-        scorecam_skip_below=args.scorecam_skip_below,
-        n_bins=args.bins,
-        panels=not args.no_panels,
-    )
+    prepare_process(device, threads=args.threads)
+    params = eval_params(args, device)
     model = load_model(resolve_model(args.model), device)
     cache = args.cache
     if cache is None and split.table_path is not None:
@@ -161,6 +166,47 @@ def run(args: argparse.Namespace) -> int:
         model.card.name,
         device,
     )
+    with progress_bars() as show, logging_redirect_tqdm():
+        result = evaluate(
+            model,
+            split,
+            params=params,
+            options=RunOptions(device=args.device, batch_size=args.batch_size),
+            patch_cache=cache,
+            progress=show,
+        )
+        report = write_report(
+            args.out, result, command=launch_command(), histograms=not args.no_histograms, progress=show
+        )
+    print(json.dumps(summary_line(report, out=args.out, mosaics=len(split.mosaics))))
+    return 0
+
+
+def eval_params(args: argparse.Namespace, device: torch.device) -> EvalParams:
+    """The ``EvalParams`` the options describe (validated there); precision by default follows the device."""
+    from worker.engine.device import default_precision
+    from worker.evaluation.protocol import EvalParams
+
+    return EvalParams(
+        cams=tuple(args.cams),
+        steps=tuple(args.steps),
+        sigma_units=tuple(args.sigmas),
+        modes=("exact", "dense") if args.mode == "both" else (args.mode,),
+        bootstrap=args.bootstrap,
+        seed=args.seed,
+        precision=args.precision or default_precision(device),
+        scorecam_top_k=args.scorecam_top_k,
+        scorecam_skip_below=args.scorecam_skip_below,
+        n_bins=args.bins,
+        panels=not args.no_panels,
+    )
+
+
+@contextmanager
+def progress_bars() -> Iterator[Callable[[Progress], None]]:
+    """A progress callback that shows one tqdm bar per stage, one stage at a time; closes what is left."""
+    from tqdm import tqdm
+
     bars: dict[str, tqdm] = {}
     units = {"windows": "win", "patches": "patch", "metrics": "run", "figures": "fig"}
 
@@ -174,38 +220,30 @@ def run(args: argparse.Namespace) -> int:
             bar.close()
             del bars[p.stage]
 
-    launched = Path(sys.argv[0]).name in ("rcmseg", "__main__.py") if sys.argv else False
-    command = "rcmseg " + shlex.join(sys.argv[1:]) if launched else None
     try:
-        with logging_redirect_tqdm():
-            result = evaluate(
-                model,
-                split,
-                params=params,
-                options=RunOptions(device=args.device, batch_size=args.batch_size),
-                patch_cache=cache,
-                progress=show,
-            )
-            report = write_report(
-                args.out, result, command=command, histograms=not args.no_histograms, progress=show
-            )
+        yield show
     finally:
         for bar in bars.values():
             bar.close()
+
+
+def launch_command() -> str | None:
+    """The command line as typed, for the report, when launched as ``rcmseg``."""
+    launched = Path(sys.argv[0]).name in ("rcmseg", "__main__.py") if sys.argv else False
+    return "rcmseg " + shlex.join(sys.argv[1:]) if launched else None
+
+
+def summary_line(report: dict[str, Any], *, out: Path, mosaics: int) -> dict[str, Any]:
+    """The one JSON line printed at the end: where the files are and the best run of each method."""
     best = {}
     for method, key in report["best"].items():
         pooled = next(r["pooled"] for r in report["runs"] if r["key"] == key)
         best[method] = {"run": key, "auc": pooled["auc"], "best_dice": pooled["best_dice"]}
     patch = report["patch_level"]
-    print(
-        json.dumps(
-            {
-                "out": str(args.out),
-                "mosaics": len(split.mosaics),
-                "patch_auc": None if patch is None else patch["auc"],
-                "patch_accuracy": None if patch is None else patch["accuracy"],
-                "best": best,
-            }
-        )
-    )
-    return 0
+    return {
+        "out": str(out),
+        "mosaics": mosaics,
+        "patch_auc": None if patch is None else patch["auc"],
+        "patch_accuracy": None if patch is None else patch["accuracy"],
+        "best": best,
+    }

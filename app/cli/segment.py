@@ -70,33 +70,17 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
+def log_cost(header: Any, model: Any, params: Any) -> None:
+    """Log how many windows (and, for ScoreCAM, network passes) the mosaic will take, before it is read."""
     from models.cam.scorecam import scorecam_cost
-    from worker.engine.device import default_precision, prepare_process, resolve_device
-    from worker.engine.params import Progress, RunOptions, SegmentParams
-    from worker.engine.pipeline import segment_mosaic
     from worker.engine.windows import estimate_windows
-    from worker.io.checkpoint import load_model
-    from worker.io.mosaic import VivaBlockLayout, probe
-    from worker.io.zoo import resolve_model
 
-    device = resolve_device(args.device)
-    prepare_process(device)
-    params = SegmentParams.from_values(
-        {**vars(args), "precision": args.precision or default_precision(device)}
-    )
-    layout = VivaBlockLayout(cols=args.grid_cols, serpentine=args.serpentine)
-    header = probe(args.input, max_pixels=args.max_pixels, layout=layout)  # fail before loading torch
-    model = load_model(resolve_model(args.model), device)
-    card = model.card
-    factor = params.downsample_for(card.pixel_size_um)
+    factor = params.downsample_for(model.card.pixel_size_um)
     windows = estimate_windows(
-        header.height, header.width, downsample=factor, window=card.window, step=args.step
+        header.height, header.width, downsample=factor, window=model.card.window, step=params.step
     )
     if params.cam == "scorecam":
-        channels = int(model.net.num_features)  # type: ignore[arg-type]
+        channels = int(model.net.num_features)
         passes = scorecam_cost(windows, channels, params.scorecam_top_k)
         log.info(
             "estimated cost: %d windows x (1 + %d channels) = %d forward passes",
@@ -112,6 +96,27 @@ def run(args: argparse.Namespace) -> int:
             header.height // factor,
             factor,
         )
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from worker.engine.device import default_precision, prepare_process, resolve_device
+    from worker.engine.params import Progress, RunOptions, SegmentParams
+    from worker.engine.pipeline import segment_mosaic
+    from worker.io.checkpoint import load_model
+    from worker.io.mosaic import VivaBlockLayout, probe
+    from worker.io.zoo import resolve_model
+
+    device = resolve_device(args.device)
+    prepare_process(device)
+    params = SegmentParams.from_values(
+        {**vars(args), "precision": args.precision or default_precision(device)}
+    )
+    layout = VivaBlockLayout(cols=args.grid_cols, serpentine=args.serpentine)
+    header = probe(args.input, max_pixels=args.max_pixels, layout=layout)  # fail before loading torch
+    model = load_model(resolve_model(args.model), device)
+    log_cost(header, model, params)
     options = RunOptions(device=args.device, batch_size=args.batch_size, max_pixels=args.max_pixels)
     bars: dict[str, tqdm] = {}
 

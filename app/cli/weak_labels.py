@@ -41,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger("pyvips").setLevel(logging.WARNING)
     from tqdm import tqdm
 
-    from worker.datasets.patches import build_table, find_mosaics, table_counts, write_table
+    from worker.datasets.annotated import find_mosaics
+    from worker.datasets.table import build_table, table_counts, write_table
 
     if args.out.suffix.lower() != ".csv":
         raise InvalidParameter(f"--out must name a .csv file, got {args.out}")

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request, Response, status
 from app.api.deps import OwnerDep, QueueDep, SettingsDep, StorageDep
 from app.api.errors import FieldError, NotFound, error_responses
 from app.api.schemas import JobCreate, JobList, JobOut
-from app.api.services.job_queue import choose_model
+from app.api.services.identity import choose_model
 from models.errors import InvalidParameter
 from worker.engine.params import SegmentParams
 

@@ -7,20 +7,16 @@ other's jobs (all expire with the retention period):
 - ``rcmseg:<queue>:dedupe:<owner>:<result_key>``: the job that computes (or computed) that result;
 - ``rcmseg:<queue>:cancel:<job_id>``: set when the owner asked to cancel; the worker polls it between batches.
 
-A job's identity for reuse (its ``result_key``) hashes the mosaic's bytes, the model's card and weights and
-every engine parameter; the result folder is named by it, so identical requests share one result.
+A job's identity for reuse is its result key (:mod:`app.api.services.identity`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import logging
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import datetime
-from pathlib import Path
 from typing import Any, Literal
 
 from redis import Redis
@@ -29,11 +25,10 @@ from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
-from app.api.errors import Conflict, FieldError, NotFound
+from app.api.errors import Conflict, NotFound
+from app.api.services.identity import ModelChoice, result_key_for
 from app.settings import WorkerSettings
 from app.storage import ID_PATTERN, MosaicRecord, Storage
-from models.card import ModelCard
-from models.errors import InvalidModel
 from worker.contract import (
     HEATMAP_TIFF,
     JOB_FUNCTION,
@@ -45,46 +40,10 @@ from worker.contract import (
     SegmentJobKwargs,
 )
 from worker.engine.params import SegmentParams
-from worker.io.files import cached_file_sha256, file_sha256
-from worker.io.zoo import CARD_FILE, WEIGHTS_FILE, read_card, zoo_model
 
 log = logging.getLogger(__name__)
 
 PublicStatus = Literal["queued", "running", "finished", "failed", "canceled"]
-
-
-@dataclass(frozen=True)
-class ModelChoice:
-    """A zoo model named by a request, with what identifies its weights."""
-
-    name: str
-    card: ModelCard
-    identity: dict[str, str]
-
-
-def choose_model(zoo: Path, name: str) -> ModelChoice:
-    """A model of the zoo by folder name; a name that is not there is a 422 naming the field."""
-    try:
-        folder = zoo_model(zoo, name)
-    except InvalidModel:
-        raise FieldError("model", f"{name!r} is not a model of the zoo (GET /v1/models lists them)") from None
-    try:
-        card = read_card(folder)
-    except InvalidModel as exc:
-        raise FieldError("model", f"{name!r} is not usable: {str(exc).replace(str(folder), name)}") from None
-    return ModelChoice(name=name, card=card, identity=_model_identity(folder))
-
-
-def _model_identity(folder: Path) -> dict[str, str]:
-    return {
-        "card_sha256": file_sha256(folder / CARD_FILE),
-        "weights_sha256": cached_file_sha256(folder / WEIGHTS_FILE),
-    }
-
-
-def result_key_for(mosaic_sha256: str, model: ModelChoice, params: SegmentParams) -> str:
-    identity = {"mosaic": mosaic_sha256, "model": model.identity, "params": asdict(params)}
-    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
 
 
 def _text(value: object) -> str:
