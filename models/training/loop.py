@@ -25,6 +25,7 @@ from torch import nn
 from models.errors import InvalidParameter
 from models.metrics.patch import patch_metrics
 from models.precision import autocast_unless_fp32
+from models.training import PAPER_EPOCHS
 from models.training.augment import AugmentParams, augment_batch
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ class TrainParams:
     lr_step_epochs: int = 10
     lr_gamma: float = 0.9
     batch_size: int = 128
-    epochs: int = 500
+    epochs: int = PAPER_EPOCHS
     crop: int = 256
     window: int = 256
     seed: int = 0

@@ -1,4 +1,4 @@
-"""What an evaluation reads: the split's annotated mosaics, their label maps and weakly labelled patches.
+"""What an evaluation reads: the split's annotated mosaics and weakly labelled patches, and the patch scores.
 
 The split is the one recorded in the patch table written by ``rcmseg weak-labels`` (its JSON sidecar lists
 each split's patients); a mosaic belongs to the split when its patient does. Patch probabilities come from
@@ -19,16 +19,9 @@ from torch.utils.data import DataLoader
 from models.cam.classic import features_and_logit, normalise_input
 from models.errors import InvalidParameter
 from models.precision import PRECISIONS
-from worker.datasets.patches import (
-    AnnotatedMosaic,
-    PatchDataset,
-    PatchTable,
-    cache_mosaics,
-    downsample_labels,
-    find_mosaics,
-    read_labels,
-    read_table,
-)
+from worker.datasets.annotated import AnnotatedMosaic, find_mosaics
+from worker.datasets.patch_dataset import PatchDataset, cache_mosaics
+from worker.datasets.table import PatchTable, read_table
 from worker.engine.params import Precision, Progress, ProgressFn
 from worker.io.checkpoint import LoadedModel
 
@@ -56,24 +49,11 @@ def find_patch_table(mosaics_dir: Path) -> Path | None:
     return None
 
 
-def split_patients(table: PatchTable, split: str) -> set[str]:
+def patients_of_split(table: PatchTable, split: str) -> set[str]:
     """The split's patients: those the sidecar records (also patients without a patch) and the table's."""
     recorded = table.meta.get("split", {}).get(split, {})
     patients = set(recorded.get("patients", [])) if isinstance(recorded, dict) else set()
     return patients | {p for p, s in zip(table.patient, table.split, strict=True) if s == split}
-
-
-def _rows(table: PatchTable, keep: np.ndarray) -> PatchTable:
-    idx = np.flatnonzero(keep).tolist()
-    return PatchTable(
-        mosaic=[table.mosaic[i] for i in idx],
-        patient=[table.patient[i] for i in idx],
-        x=table.x[idx],
-        y=table.y[idx],
-        code=table.code[idx],
-        split=[table.split[i] for i in idx],
-        meta=table.meta,
-    )
 
 
 def load_split(
@@ -99,7 +79,7 @@ def load_split(
                 f"no {TABLE_NAME} beside or inside {mosaics_dir}; "
                 f"give --patches (the table records the {split} split)"
             )
-        members = split_patients(table, split)
+        members = patients_of_split(table, split)
         mosaics = [m for m in mosaics if m.patient in members]
         if not mosaics:
             raise InvalidParameter(f"{mosaics_dir}: no mosaic of a {split} patient of {table_path}")
@@ -115,24 +95,11 @@ def load_split(
             ],
             dtype=bool,
         )
-        rows = _rows(table, keep)
+        rows = table.take(np.flatnonzero(keep).tolist())
         if not len(rows):
             log.warning("%s holds no %s patch of these mosaics: no patch-level metrics", table_path, split)
             rows = None
     return EvalSplit(name=split, mosaics=tuple(mosaics), patches=rows, table_path=table_path)
-
-
-def labels_for(mosaic: AnnotatedMosaic, factor: int, full_shape: tuple[int, int]) -> np.ndarray:
-    """The label map at the processing pixel size, given at full resolution or already downsampled."""
-    labels = read_labels(mosaic.labels)
-    if labels.shape == full_shape:
-        return downsample_labels(labels, factor)
-    if labels.shape == (full_shape[0] // factor, full_shape[1] // factor):
-        return labels
-    raise InvalidParameter(
-        f"{mosaic.labels}: label map is {labels.shape[1]} x {labels.shape[0]}, mosaic is "
-        f"{full_shape[1]} x {full_shape[0]}"
-    )
 
 
 @dataclass(frozen=True)

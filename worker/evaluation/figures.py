@@ -1,18 +1,26 @@
 """Figures of an evaluation: the bootstrap ROC (the paper's Fig. 11, with the patch-level ROC of its Fig. 4)
 and one panel per mosaic like its Figs. 5 to 10 (ground truth, heat map on labelled pixels only, heat map
-everywhere, the mosaic's ROC), for the best run of each method."""
+everywhere, the mosaic's ROC), for the best run of each method.
+
+Figures are built with matplotlib's object-oriented ``Figure``: no pyplot state, no backend switch, so
+nothing here changes how the rest of the process draws.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+from matplotlib import colormaps
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
 from models.labels import ASPECIFIC
 from models.metrics.patch import patch_metrics, patch_roc_curve
+from models.metrics.roc import ScoreHistogram
 from worker.engine.params import Progress, ProgressFn
 from worker.evaluation.metrics import RunSummary, best_runs, mosaic_dice
 from worker.evaluation.protocol import EvalResult
@@ -28,21 +36,11 @@ ZOOM = ((0.0, 0.2), (0.8, 1.0))
 """The paper's inset: the upper left corner, high sensitivity and specificity."""
 
 
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig: Any, path: Path) -> None:
-    plt = _pyplot()
+def _save(fig: Figure, path: Path) -> None:
+    """Write the figure beside ``path`` and rename it into place, so a reader never sees half a PNG."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp.png")
     fig.savefig(tmp, dpi=110)
-    plt.close(fig)
     os.replace(tmp, path)
 
 
@@ -62,8 +60,8 @@ def _curve_label(s: RunSummary, stride: int) -> str:
 def write_roc_figure(path: Path, result: EvalResult, summaries: Sequence[RunSummary]) -> None:
     """Mean bootstrap ROC (solid) and its 95% band (dashed) of each method's best run, the patch-level ROC,
     and a zoom on the upper left corner."""
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(12, 5.4))
+    fig = Figure(figsize=(12, 5.4))
+    axes = fig.subplots(1, 2)
     for ax, zoom in zip(axes, (False, True), strict=True):
         for method, s in best_runs(summaries).items():
             colour = COLOURS.get(method, "tab:green")
@@ -123,20 +121,17 @@ def write_mosaic_panel(
     heat: np.ndarray,
     summary: RunSummary,
     mosaic: str,
-    histogram: Any,
+    histogram: ScoreHistogram,
 ) -> None:
     """(a) ground truth, (b) heat map on labelled pixels only, (c) heat map everywhere, (d) ROC."""
-    plt = _pyplot()
-    from matplotlib.patches import Patch
-
-    metrics = summary.per_mosaic[mosaic]
-    fig, axes = plt.subplots(1, 4, figsize=(17, 4.6), gridspec_kw={"width_ratios": [1, 1, 1, 1.05]})
+    fig = Figure(figsize=(17, 4.6))
+    axes = fig.subplots(1, 4, gridspec_kw={"width_ratios": [1, 1, 1, 1.05]})
     axes[0].imshow(ground_truth_rgb(labels), interpolation="nearest")
     axes[0].legend(
         handles=[Patch(color=c, label=name) for name, c in GROUND_TRUTH.items()], loc="lower left", fontsize=7
     )
     axes[0].set_title("(a) ground truth")
-    cmap = _pyplot().get_cmap(HEATMAP_COLORMAP).with_extremes(bad=GROUND_TRUTH["unlabelled"])
+    cmap = colormaps[HEATMAP_COLORMAP].with_extremes(bad=GROUND_TRUTH["unlabelled"])
     axes[1].imshow(np.ma.masked_where(labels == 0, heat), cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
     axes[1].set_title("(b) heat map, labelled pixels")
     shown = axes[2].imshow(heat, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
@@ -144,7 +139,15 @@ def write_mosaic_panel(
     fig.colorbar(shown, ax=axes[2], fraction=0.046, pad=0.02)
     for ax in axes[:3]:
         ax.set_axis_off()
-    ax = axes[3]
+    _draw_mosaic_roc(axes[3], summary, mosaic, histogram)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def _draw_mosaic_roc(ax: Axes, summary: RunSummary, mosaic: str, histogram: ScoreHistogram) -> None:
+    """Panel (d): the mosaic's ROC, or why its AUC is undefined, with its best Dice."""
+    metrics = summary.per_mosaic[mosaic]
     roc = histogram.roc_curve()
     dice, threshold = mosaic_dice(metrics), metrics.dice.best_threshold
     dice_text = "Dice undefined" if dice is None else f"best Dice {dice:.3f} at {threshold:.2f}"
@@ -175,9 +178,6 @@ def write_mosaic_panel(
         )
         ax.set_axis_off()
         ax.set_title("(d) ROC")
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    _save(fig, path)
 
 
 def write_figures(

@@ -72,18 +72,20 @@ def write_table2_csv(path: Path, result: EvalResult, summaries: Sequence[RunSumm
 
 def table2_markdown(result: EvalResult, summaries: Sequence[RunSummary]) -> str:
     """The paper's Table 2 for this split, then the best rows with their bootstrap intervals."""
-    params, card = result.params, result.model.card
-    cams = list(params.cams)
-    best = best_runs(summaries)
-    top_auc: dict[tuple[str, str], float] = {}
-    top_dice: dict[tuple[str, str], float] = {}
-    for s in summaries:  # the best of each column, exact and dense rows apart
-        column = (s.config.cam, s.config.mode)
-        top_auc[column] = max(top_auc.get(column, -1.0), s.pooled.auc or -1.0)
-        top_dice[column] = max(top_dice.get(column, -1.0), s.pooled.dice.best_dice or -1.0)
+    lines = [*_table2_intro(result, summaries), *_table2_rows(result, summaries)]
+    lines += _best_with_intervals(result, best_runs(summaries))
+    notes = _table2_notes(result, summaries)
+    if notes:
+        lines += [""] + [f"- {note}" for note in notes]
+    return "\n".join(lines) + "\n"
+
+
+def _table2_intro(result: EvalResult, summaries: Sequence[RunSummary]) -> list[str]:
+    """What the table shows, in which units, and its header."""
+    params, card, cams = result.params, result.model.card, list(result.params.cams)
     bounds = [s.pooled.auc_error_bound for s in summaries if s.pooled.auc_error_bound is not None]
     n = len(result.split.mosaics)
-    lines = [
+    return [
         f"Pixel AUC and best Dice on the {result.split.name} split ({n} mosaic{'s' if n != 1 else ''}, "
         f"model {card.name}).",
         "",
@@ -100,9 +102,21 @@ def table2_markdown(result: EvalResult, summaries: Sequence[RunSummary]) -> str:
         "|---|" + "---:|---:|" * len(cams),
     ]
 
-    def bold(text: str, on: bool) -> str:
-        return f"**{text}**" if on and text else text
 
+def _bold(text: str, on: bool) -> str:
+    return f"**{text}**" if on and text else text
+
+
+def _table2_rows(result: EvalResult, summaries: Sequence[RunSummary]) -> list[str]:
+    """One line per (mode, step, sigma); the best value of each column in bold."""
+    cams = list(result.params.cams)
+    top_auc: dict[tuple[str, str], float] = {}
+    top_dice: dict[tuple[str, str], float] = {}
+    for s in summaries:  # the best of each column, exact and dense rows apart
+        column = (s.config.cam, s.config.mode)
+        top_auc[column] = max(top_auc.get(column, -1.0), s.pooled.auc or -1.0)
+        top_dice[column] = max(top_dice.get(column, -1.0), s.pooled.dice.best_dice or -1.0)
+    lines = []
     for config, runs in _rows(result, summaries):
         cells = [run_label(config, result.stride)]
         for cam in cams:
@@ -112,30 +126,41 @@ def table2_markdown(result: EvalResult, summaries: Sequence[RunSummary]) -> str:
                 continue
             auc, dice, t = run.pooled.auc, run.pooled.dice.best_dice, run.pooled.dice.best_threshold
             column = (cam, config.mode)
-            cells.append(bold(_num(auc, 3) or "undefined", auc is not None and auc == top_auc[column]))
+            cells.append(_bold(_num(auc, 3) or "undefined", auc is not None and auc == top_auc[column]))
             dice_text = f"{dice:.3f} ({t:.2f})" if dice is not None and t is not None else "undefined"
-            cells.append(bold(dice_text, dice is not None and dice == top_dice[column]))
+            cells.append(_bold(dice_text, dice is not None and dice == top_dice[column]))
         lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
-    if any(s.boot is not None for s in best.values()):
-        lines += [
-            "",
-            f"Best run of each method with 95% bootstrap intervals ({params.bootstrap} resamples of the "
-            f"{n} mosaics with replacement, seed {params.seed}):",
-            "",
-            "| Method | Run | AUC | AUC 95% CI | Dice | Dice 95% CI |",
-            "|---|---|---:|---|---:|---|",
-        ]
-        for method, s in best.items():
-            b = s.boot
-            auc_ci = f"{b.auc_ci[0]:.3f} - {b.auc_ci[1]:.3f}" if b is not None and b.auc_ci else "-"
-            dice_ci = f"{b.best_dice_ci[0]:.3f} - {b.best_dice_ci[1]:.3f}" if b and b.best_dice_ci else "-"
-            lines.append(
-                f"| {method} | {run_label(s.config, result.stride)} | {_num(s.pooled.auc, 3) or 'undefined'} "
-                f"| {auc_ci} | {_num(s.pooled.dice.best_dice, 3) or 'undefined'} | {dice_ci} |"
-            )
-    notes = []
-    if "scorecam" in cams:
+
+def _best_with_intervals(result: EvalResult, best: dict[str, RunSummary]) -> list[str]:
+    """The best run of each method with its bootstrap intervals (nothing without a bootstrap)."""
+    if not any(s.boot is not None for s in best.values()):
+        return []
+    params, n = result.params, len(result.split.mosaics)
+    lines = [
+        "",
+        f"Best run of each method with 95% bootstrap intervals ({params.bootstrap} resamples of the "
+        f"{n} mosaics with replacement, seed {params.seed}):",
+        "",
+        "| Method | Run | AUC | AUC 95% CI | Dice | Dice 95% CI |",
+        "|---|---|---:|---|---:|---|",
+    ]
+    for method, s in best.items():
+        b = s.boot
+        auc_ci = f"{b.auc_ci[0]:.3f} - {b.auc_ci[1]:.3f}" if b is not None and b.auc_ci else "-"
+        dice_ci = f"{b.best_dice_ci[0]:.3f} - {b.best_dice_ci[1]:.3f}" if b and b.best_dice_ci else "-"
+        lines.append(
+            f"| {method} | {run_label(s.config, result.stride)} | {_num(s.pooled.auc, 3) or 'undefined'} "
+            f"| {auc_ci} | {_num(s.pooled.dice.best_dice, 3) or 'undefined'} | {dice_ci} |"
+        )
+    return lines
+
+
+def _table2_notes(result: EvalResult, summaries: Sequence[RunSummary]) -> list[str]:
+    """ScoreCAM's options, mosaics whose AUC is undefined, and the patch level."""
+    params, notes = result.params, []
+    if "scorecam" in params.cams:
         if params.scorecam_top_k is None and params.scorecam_skip_below == 0:
             notes.append("ScoreCAM rows are exact (every channel scored, no window skipped).")
         else:
@@ -156,9 +181,7 @@ def table2_markdown(result: EvalResult, summaries: Sequence[RunSummary]) -> str:
             f"Patch level ({m.n} patches, {m.n_positive} aspecific): AUC {_num(m.auc, 3) or 'undefined'}, "
             f"accuracy at 0.5 {m.accuracy:.2%}."
         )
-    if notes:
-        lines += [""] + [f"- {note}" for note in notes]
-    return "\n".join(lines) + "\n"
+    return notes
 
 
 def write_per_mosaic_csv(path: Path, result: EvalResult, summaries: Sequence[RunSummary]) -> None:

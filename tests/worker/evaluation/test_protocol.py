@@ -20,7 +20,7 @@ from models.errors import InvalidParameter
 from models.labels import ASPECIFIC
 from models.metrics.bootstrap import BootstrapParams, bootstrap
 from tests.worker.engine.test_pipeline import tissue
-from worker.datasets.patches import PatchTable, write_table
+from worker.datasets.table import PatchTable, write_table
 from worker.engine.dense_tiles import dense_heatmap
 from worker.engine.device import default_batch_size
 from worker.engine.params import SegmentParams

@@ -1,0 +1,1 @@
+"""Training runs on a patch table: the files around :mod:`models.training` (data, checkpoints, logs)."""
