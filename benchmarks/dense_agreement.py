@@ -1,6 +1,6 @@
 """Dense mode against the paper's exact windows at the same step (the output stride, 32 px).
 
-    .venv/bin/python benchmarks/dense_agreement.py --model models/zoo/phantom-b2 --mosaics data/phantoms \
+    .venv/bin/python -m benchmarks.dense_agreement --model models/zoo/phantom-b2 --mosaics data/phantoms \
         [--split test] [--max-mosaics 2] [--sigmas none 5] [--threads 1] [--json out.json]
 
 For each mosaic of the split, the exact heat maps (windows every 32 px, ``rcmseg segment --step 32``) and
@@ -20,121 +20,138 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
-REPO = Path(__file__).resolve().parent.parent
+from benchmarks import common
+from models.metrics.dice import dice_sweep
+from models.metrics.roc import mosaic_histogram
+from worker.datasets.annotated import AnnotatedMosaic, labels_for
+from worker.engine.dense_tiles import STRIDE, DenseOptions
+from worker.engine.device import default_batch_size
+from worker.engine.params import SegmentParams
+from worker.engine.processing import processing_image
+from worker.engine.run import WindowStats
+from worker.engine.windows import WindowGrid
+from worker.evaluation.data import load_split
+from worker.evaluation.sweep import dense_sweep, output_stride, sweep_heatmaps
+from worker.io.checkpoint import LoadedModel, load_model
+from worker.io.mosaic import open_mosaic
+
+VARIANTS = {"dense": DenseOptions(windowed_se=True), "dense_global_se": DenseOptions(windowed_se=False)}
+MODES = ("exact", *VARIANTS)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = common.parser(__doc__)
+    common.add_split_options(parser)
+    parser.add_argument("--sigmas", nargs="+", default=["none", "5"])
+    common.add_threads_option(parser)
+    common.add_json_option(parser)
+    return parser.parse_args()
+
+
+class Tally:
+    """Per mode and sigma: the mosaics' histograms, heat map differences from exact, and seconds."""
+
+    def __init__(self, sigmas: int) -> None:
+        self.hists: dict[str, list] = {f"{mode}/{i}": [] for mode in MODES for i in range(sigmas)}
+        self.diffs: dict[str, list[list[tuple[float, float, float]]]] = {
+            v: [[] for _ in range(sigmas)] for v in VARIANTS
+        }
+        self.seconds = dict.fromkeys(MODES, 0.0)
+
+
+def compare_mosaic(
+    mosaic: AnnotatedMosaic, model: LoadedModel, sigmas: list[float | None], tally: Tally
+) -> dict[str, Any]:
+    """Exact and both dense variants on one mosaic, added to ``tally``; returns the mosaic's times."""
+    card = model.card
+    opened = open_mosaic(mosaic.image, max_pixels=1 << 31)
+    k = mosaic.downsample(card.pixel_size_um)
+    image = processing_image(opened, k, budget_bytes=1 << 30, workdir=Path("."))
+    labels = labels_for(mosaic, k, (opened.header.height, opened.header.width))
+    grid = WindowGrid(height=image.shape[0], width=image.shape[1], window=card.window, step=STRIDE)
+    t0 = time.perf_counter()
+    exact = sweep_heatmaps(
+        image,
+        model,
+        grid=grid,
+        params=SegmentParams(step=STRIDE),
+        sigmas=sigmas,
+        batch_size=default_batch_size(torch.device("cpu"), card.window),
+        budget_bytes=1 << 30,
+        workdir=Path("."),
+        stats=WindowStats(),
+    )
+    t_exact = time.perf_counter() - t0
+    tally.seconds["exact"] += t_exact
+    for i, e in enumerate(exact):
+        tally.hists[f"exact/{i}"].append(mosaic_histogram(e, labels))
+    labelled = labels > 0
+    times = {"mosaic": mosaic.name, "windows": grid.count, "exact_s": round(t_exact, 1)}
+    for variant, options in VARIANTS.items():
+        t0 = time.perf_counter()
+        dense = dense_sweep(
+            image, model, sigmas=sigmas, precision="fp32", stats=WindowStats(), options=options
+        )
+        elapsed = time.perf_counter() - t0
+        tally.seconds[variant] += elapsed
+        times[f"{variant}_s"] = round(elapsed, 1)
+        for i, (e, d) in enumerate(zip(exact, dense, strict=True)):
+            tally.hists[f"{variant}/{i}"].append(mosaic_histogram(d, labels))
+            diff = np.abs(np.asarray(e) - np.asarray(d))
+            tally.diffs[variant][i].append(
+                (float(diff.max()), float(diff.mean()), float(diff[labelled].mean()))
+            )
+    return times
+
+
+def sigma_row(i: int, units: float | None, sigma: float | None, tally: Tally) -> dict[str, Any]:
+    """One sigma's pooled AUC and best Dice per mode, and each dense variant's distance from exact."""
+    row: dict[str, Any] = {"sigma_units": units, "sigma_px": sigma}
+    for mode in MODES:
+        parts = tally.hists[f"{mode}/{i}"]
+        pooled = sum(parts[1:], parts[0].copy())
+        sweep = dice_sweep(pooled)
+        row[f"{mode}_auc"] = pooled.auc()
+        row[f"{mode}_best_dice"] = sweep.best_dice
+        row[f"{mode}_best_threshold"] = sweep.best_threshold
+    for variant in VARIANTS:
+        diffs = tally.diffs[variant][i]
+        row[f"{variant}_delta_auc"] = row[f"{variant}_auc"] - row["exact_auc"]
+        row[f"{variant}_delta_best_dice"] = row[f"{variant}_best_dice"] - row["exact_best_dice"]
+        row[f"{variant}_max_abs_diff"] = max(d[0] for d in diffs)
+        row[f"{variant}_mean_abs_diff"] = float(np.mean([d[1] for d in diffs]))
+        row[f"{variant}_mean_abs_diff_labelled"] = float(np.mean([d[2] for d in diffs]))
+    return row
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--model", type=Path, required=True)
-    parser.add_argument("--mosaics", type=Path, required=True)
-    parser.add_argument("--split", default="test")
-    parser.add_argument("--patches", type=Path, default=None)
-    parser.add_argument("--max-mosaics", type=int, default=2)
-    parser.add_argument("--sigmas", nargs="+", default=["none", "5"])
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--json", type=Path, default=None, help="also write the result here")
-    args = parser.parse_args()
-    sys.path.insert(0, str(REPO))
-
-    import torch
-
-    from models.metrics.dice import dice_sweep
-    from models.metrics.roc import mosaic_histogram
-    from worker.engine.bench import print_result
-    from worker.engine.dense import STRIDE, DenseOptions
-    from worker.engine.params import SegmentParams
-    from worker.engine.pipeline import WindowStats, default_batch_size, processing_image
-    from worker.engine.windows import WindowGrid
-    from worker.evaluation.data import labels_for, load_split
-    from worker.evaluation.sweep import dense_sweep, output_stride, sweep_heatmaps
-    from worker.io.checkpoint import load_model
-    from worker.io.mosaic import open_mosaic
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_args()
+    common.prepare("cpu", threads=args.threads)
     model = load_model(args.model, "cpu")
-    card = model.card
     stride = output_stride(model)
     units = [None if s.lower() == "none" else float(s) for s in args.sigmas]
     sigmas = [None if u is None else u * stride for u in units]
     split = load_split(args.mosaics, split=args.split, patches=args.patches, max_mosaics=args.max_mosaics)
-    variants = {"dense": DenseOptions(windowed_se=True), "dense_global_se": DenseOptions(windowed_se=False)}
-    modes = ("exact", *variants)
-    hists: dict[str, list] = {f"{mode}/{i}": [] for mode in modes for i in range(len(sigmas))}
-    diffs: dict[str, list[list[tuple[float, float, float]]]] = {v: [[] for _ in sigmas] for v in variants}
-    seconds = dict.fromkeys(modes, 0.0)
+    tally = Tally(len(sigmas))
     per_mosaic = []
     for mosaic in split.mosaics:
-        opened = open_mosaic(mosaic.image, max_pixels=1 << 31)
-        k = mosaic.downsample(card.pixel_size_um)
-        image = processing_image(opened, k, budget_bytes=1 << 30, workdir=Path("."))
-        labels = labels_for(mosaic, k, (opened.header.height, opened.header.width))
-        grid = WindowGrid(height=image.shape[0], width=image.shape[1], window=card.window, step=STRIDE)
-        t0 = time.perf_counter()
-        exact = sweep_heatmaps(
-            image,
-            model,
-            grid=grid,
-            params=SegmentParams(step=STRIDE),
-            sigmas=sigmas,
-            batch_size=default_batch_size(torch.device("cpu"), card.window),
-            budget_bytes=1 << 30,
-            workdir=Path("."),
-            stats=WindowStats(),
-        )
-        t_exact = time.perf_counter() - t0
-        seconds["exact"] += t_exact
-        for i, e in enumerate(exact):
-            hists[f"exact/{i}"].append(mosaic_histogram(e, labels))
-        labelled = labels > 0
-        times = {"mosaic": mosaic.name, "windows": grid.count, "exact_s": round(t_exact, 1)}
-        for variant, options in variants.items():
-            t0 = time.perf_counter()
-            dense = dense_sweep(
-                image, model, sigmas=sigmas, precision="fp32", stats=WindowStats(), options=options
-            )
-            elapsed = time.perf_counter() - t0
-            seconds[variant] += elapsed
-            times[f"{variant}_s"] = round(elapsed, 1)
-            for i, (e, d) in enumerate(zip(exact, dense, strict=True)):
-                hists[f"{variant}/{i}"].append(mosaic_histogram(d, labels))
-                diff = np.abs(np.asarray(e) - np.asarray(d))
-                diffs[variant][i].append(
-                    (float(diff.max()), float(diff.mean()), float(diff[labelled].mean()))
-                )
-        per_mosaic.append(times)
-        print(json.dumps(times), file=sys.stderr)
-
-    rows = []
-    for i, u in enumerate(units):
-        row: dict[str, Any] = {"sigma_units": u, "sigma_px": sigmas[i]}
-        for mode in modes:
-            parts = hists[f"{mode}/{i}"]
-            pooled = sum(parts[1:], parts[0].copy())
-            sweep = dice_sweep(pooled)
-            row[f"{mode}_auc"] = pooled.auc()
-            row[f"{mode}_best_dice"] = sweep.best_dice
-            row[f"{mode}_best_threshold"] = sweep.best_threshold
-        for variant in variants:
-            row[f"{variant}_delta_auc"] = row[f"{variant}_auc"] - row["exact_auc"]
-            row[f"{variant}_delta_best_dice"] = row[f"{variant}_best_dice"] - row["exact_best_dice"]
-            row[f"{variant}_max_abs_diff"] = max(d[0] for d in diffs[variant][i])
-            row[f"{variant}_mean_abs_diff"] = float(np.mean([d[1] for d in diffs[variant][i]]))
-            row[f"{variant}_mean_abs_diff_labelled"] = float(np.mean([d[2] for d in diffs[variant][i]]))
-        rows.append(row)
+        per_mosaic.append(compare_mosaic(mosaic, model, sigmas, tally))
+        print(json.dumps(per_mosaic[-1]), file=sys.stderr)
+    seconds = tally.seconds
     result = {
-        "model": card.name,
+        "model": model.card.name,
         "split": split.name,
         "mosaics": per_mosaic,
         "step_px": STRIDE,
         "sigma_unit_px": stride,
         "torch_threads": torch.get_num_threads(),
         "seconds": {mode: round(t, 1) for mode, t in seconds.items()},
-        "speed_ratio": {v: round(seconds["exact"] / seconds[v], 1) for v in variants if seconds[v]},
-        "sigmas": rows,
+        "speed_ratio": {v: round(seconds["exact"] / seconds[v], 1) for v in VARIANTS if seconds[v]},
+        "sigmas": [sigma_row(i, u, sigmas[i], tally) for i, u in enumerate(units)],
     }
-    print_result(result, args.json)
+    common.write_result(result, args.json, benchmark="dense-agreement")
     return 0
 
 

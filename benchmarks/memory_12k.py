@@ -1,6 +1,7 @@
 """Peak resident memory of ``rcmseg segment`` on a generated 12000 x 12000 mosaic at downsample 1.
 
-    .venv/bin/python benchmarks/memory_12k.py [--size 12000] [--step 256] [--arch efficientnet_b2]
+    .venv/bin/python -m benchmarks.memory_12k [--size 12000] [--step 256] [--arch efficientnet_b2] \
+        [--downsample 1] [--json out.json]
 
 The mosaic (speckled texture with a black margin) and a random-weight checkpoint are generated in a
 temporary folder; the segmentation runs in a child process whose peak RSS (ru_maxrss) is printed as JSON.
@@ -20,7 +21,18 @@ from pathlib import Path
 
 import pyvips
 
-REPO = Path(__file__).resolve().parent.parent
+from benchmarks import common
+from tests.conftest import make_model_dir
+
+
+def parse_args() -> argparse.Namespace:
+    parser = common.parser(__doc__)
+    parser.add_argument("--size", type=int, default=12000)
+    parser.add_argument("--step", type=int, default=256)
+    parser.add_argument("--arch", default="efficientnet_b2")
+    parser.add_argument("--downsample", type=int, default=1)
+    common.add_json_option(parser)
+    return parser.parse_args()
 
 
 def make_mosaic(path: Path, size: int) -> None:
@@ -31,16 +43,29 @@ def make_mosaic(path: Path, size: int) -> None:
     margin.tiffsave(str(path), tile=True, compression="deflate", bigtiff=True)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--size", type=int, default=12000)
-    parser.add_argument("--step", type=int, default=256)
-    parser.add_argument("--arch", default="efficientnet_b2")
-    parser.add_argument("--downsample", type=int, default=1)
-    args = parser.parse_args()
-    sys.path.insert(0, str(REPO))
-    from tests.conftest import make_model_dir
+def segment_command(mosaic: Path, model: Path, out: Path, *, downsample: int, step: int) -> list[str]:
+    """``rcmseg segment`` in a child process of this interpreter, so its peak RSS is the child's alone."""
+    return [
+        sys.executable,
+        "-m",
+        "app.cli",
+        "segment",
+        str(mosaic),
+        "--model",
+        str(model),
+        "--out",
+        str(out),
+        "--downsample",
+        str(downsample),
+        "--step",
+        str(step),
+        "--sigma",
+        "50",
+    ]
 
+
+def main() -> int:
+    args = parse_args()
     with tempfile.TemporaryDirectory(prefix="rcmseg-mem-") as tmp:
         work = Path(tmp)
         mosaic = work / "mosaic.tif"
@@ -48,47 +73,27 @@ def main() -> int:
         make_mosaic(mosaic, args.size)
         model = make_model_dir(work / "model", arch=args.arch, window=256)
         gen_s = time.perf_counter() - t0
-        cmd = [
-            sys.executable,
-            "-m",
-            "app.cli",
-            "segment",
-            str(mosaic),
-            "--model",
-            str(model),
-            "--out",
-            str(work / "out"),
-            "--downsample",
-            str(args.downsample),
-            "--step",
-            str(args.step),
-            "--sigma",
-            "50",
-        ]
+        cmd = segment_command(mosaic, model, work / "out", downsample=args.downsample, step=args.step)
         t1 = time.perf_counter()
-        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+        proc = subprocess.run(cmd, cwd=common.REPO, capture_output=True, text=True)
         wall = time.perf_counter() - t1
         if proc.returncode != 0:
             print(proc.stderr, file=sys.stderr)
             return proc.returncode
         peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         summary = json.loads((work / "out" / "summary.json").read_text())
-        print(
-            json.dumps(
-                {
-                    "mosaic": f"{args.size} x {args.size}",
-                    "downsample": args.downsample,
-                    "step": args.step,
-                    "arch": args.arch,
-                    "windows": summary["windows"],
-                    "peak_rss_mib": round(peak_kib / 1024, 1),
-                    "wall_s": round(wall, 1),
-                    "generate_s": round(gen_s, 1),
-                    "timings_s": summary["timings_s"],
-                },
-                indent=2,
-            )
-        )
+        result = {
+            "mosaic": f"{args.size} x {args.size}",
+            "downsample": args.downsample,
+            "step": args.step,
+            "arch": args.arch,
+            "windows": summary["windows"],
+            "peak_rss_mib": round(peak_kib / 1024, 1),
+            "wall_s": round(wall, 1),
+            "generate_s": round(gen_s, 1),
+            "timings_s": summary["timings_s"],
+        }
+    common.write_result(result, args.json, benchmark="memory-12k")
     return 0
 
 

@@ -1,6 +1,6 @@
 """How far reduced precision moves the heatmap: bf16 and fp16 against fp32 on one mosaic.
 
-    .venv/bin/python benchmarks/precision_diff.py --model models/zoo/phantom-b2 \
+    .venv/bin/python -m benchmarks.precision_diff --model models/zoo/phantom-b2 \
         --mosaic data/phantoms/phantom-s0-0006.tif [--crop 0] [--step 128] [--sigma 160] \
         [--device cpu|cuda] [--json out.json]
 
@@ -14,7 +14,6 @@ its error, not its speed. Prints one JSON object.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
@@ -23,8 +22,27 @@ from typing import Any
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
+from benchmarks import common
+from worker.engine.device import default_batch_size
+from worker.engine.params import SegmentParams
+from worker.engine.run import WindowStats, run_windows, stitch_windows
+from worker.engine.windows import WindowGrid
+from worker.io.checkpoint import LoadedModel, load_model
+from worker.io.mosaic import open_mosaic
+
 PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def parse_args() -> tuple[argparse.ArgumentParser, argparse.Namespace]:
+    parser = common.parser(__doc__)
+    parser.add_argument("--model", type=Path, required=True)
+    parser.add_argument("--mosaic", type=Path, required=True, help="a mosaic at processing resolution")
+    parser.add_argument("--crop", type=int, default=0, help="px square from the centre; 0: all")
+    parser.add_argument("--step", type=int, default=128)
+    parser.add_argument("--sigma", type=float, default=160.0, help="px; 5 x the output stride")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    common.add_json_option(parser)
+    return parser, parser.parse_args()
 
 
 def recording(batches: Iterable[Any], kept: list[np.ndarray]) -> Iterator[Any]:
@@ -34,42 +52,25 @@ def recording(batches: Iterable[Any], kept: list[np.ndarray]) -> Iterator[Any]:
         yield batch
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--model", type=Path, required=True)
-    parser.add_argument("--mosaic", type=Path, required=True, help="a mosaic at processing resolution")
-    parser.add_argument("--crop", type=int, default=0, help="px square from the centre; 0: all")
-    parser.add_argument("--step", type=int, default=128)
-    parser.add_argument("--sigma", type=float, default=160.0, help="px; 5 x the output stride")
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    parser.add_argument("--json", type=Path, default=None)
-    args = parser.parse_args()
-    sys.path.insert(0, str(REPO))
-
-    import torch
-
-    from worker.engine.bench import print_result
-    from worker.engine.params import SegmentParams
-    from worker.engine.pipeline import WindowStats, default_batch_size, run_windows, stitch_windows
-    from worker.engine.windows import WindowGrid
-    from worker.io.checkpoint import load_model
-    from worker.io.mosaic import open_mosaic
-
-    device = torch.device(args.device)
-    model = load_model(args.model, device)
-    full = np.asarray(open_mosaic(args.mosaic, max_pixels=1 << 31).image.numpy(), dtype=np.uint8)
-    side = args.crop or max(full.shape)
+def centre_crop(path: Path, crop: int) -> np.ndarray:
+    """The mosaic's pixels, or a ``crop`` px square from its centre (0: all of it)."""
+    full = np.asarray(open_mosaic(path, max_pixels=1 << 31).image.numpy(), dtype=np.uint8)
+    side = crop or max(full.shape)
     y0 = max(0, (full.shape[0] - side) // 2)
     x0 = max(0, (full.shape[1] - side) // 2)
-    image = np.ascontiguousarray(full[y0 : y0 + side, x0 : x0 + side])
-    grid = WindowGrid(height=image.shape[0], width=image.shape[1], window=model.card.window, step=args.step)
-    batch = default_batch_size(device, model.card.window)
+    return np.ascontiguousarray(full[y0 : y0 + side, x0 : x0 + side])
+
+
+def run_precisions(
+    image: np.ndarray, model: LoadedModel, *, grid: WindowGrid, batch: int, sigma: float
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, float]]:
+    """Per precision: the stitched heatmap, every window's probability and the seconds of the run."""
     heats: dict[str, np.ndarray] = {}
     probs: dict[str, np.ndarray] = {}
     seconds: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="rcmseg-precision-") as tmp:
         for precision in PRECISIONS:
-            params = SegmentParams(step=args.step, precision=precision)  # type: ignore[arg-type]
+            params = SegmentParams(step=grid.step, precision=precision)  # type: ignore[arg-type]
             stats = WindowStats()
             t0 = time.perf_counter()
             kept: list[np.ndarray] = []
@@ -77,7 +78,7 @@ def main() -> int:
             heat, _ = stitch_windows(
                 recording(batches, kept),
                 grid=grid,
-                sigma=args.sigma,
+                sigma=sigma,
                 budget_bytes=1 << 30,
                 workdir=Path(tmp),
                 stats=stats,
@@ -85,6 +86,18 @@ def main() -> int:
             seconds[precision] = round(time.perf_counter() - t0, 2)
             heats[precision] = np.asarray(heat, dtype=np.float64)
             probs[precision] = np.concatenate(kept) if kept else np.zeros(0)
+    return heats, probs, seconds
+
+
+def main() -> int:
+    parser, args = parse_args()
+    device = common.prepare(args.device)
+    model = load_model(args.model, device)
+    image = centre_crop(args.mosaic, args.crop)
+    grid = WindowGrid(height=image.shape[0], width=image.shape[1], window=model.card.window, step=args.step)
+    heats, probs, seconds = run_precisions(
+        image, model, grid=grid, batch=default_batch_size(device, model.card.window), sigma=args.sigma
+    )
     if probs["fp32"].size == 0:
         parser.error(f"{args.mosaic}: every window is empty (all-zero pixels); nothing to compare")
     result = {
@@ -107,7 +120,7 @@ def main() -> int:
             for p in PRECISIONS[1:]
         },
     }
-    print_result(result, args.json)
+    common.write_result(result, args.json, benchmark="precision", device=device.type)
     return 0
 
 
