@@ -29,6 +29,9 @@ TORCH_FREE_WORKER_MODULES = frozenset(
         "worker.io.mosaic",  # probing an upload before a job is queued
         "worker.io.zoo",  # listing and reading model cards
         "worker.io.files",  # checksums and file moves of uploads and results
+        "worker.io.colormap",  # the colour tables of heatmap tiles (stored, no matplotlib)
+        "worker.io.tiles",  # heat tiles coloured on request, Deep Zoom geometry
+        "worker.io.regions",  # regions GeoJSON at a threshold asked for after the job
         "worker.engine.params",  # the segmentation parameters a job request is validated against
         "worker.provenance",  # the package version the API reports
     }
@@ -95,15 +98,20 @@ def _base(node: ast.ImportFrom, source: Source) -> str:
 def imports_in(text: str, source: Source, known: dict[str, Source] = SOURCES) -> Iterator[Imported]:
     """The modules ``text`` imports. ``from pkg import name`` counts as ``pkg.name`` when that is a module of
     the repository (``from worker.io import mosaic``), and as ``pkg`` otherwise."""
+    seen: set[Imported] = set()  # ``from m import a, b`` is one import of m
     for node in ast.walk(ast.parse(text, filename=str(source.path))):
         if isinstance(node, ast.Import):
-            for alias in node.names:
-                yield Imported(alias.name, node.lineno)
+            names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
             base = _base(node, source)
-            for alias in node.names:
-                sub = f"{base}.{alias.name}"
-                yield Imported(sub if sub in known else base, node.lineno)
+            names = [f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names]
+        else:
+            continue
+        for name in names:
+            imported = Imported(name, node.lineno)
+            if imported not in seen:
+                seen.add(imported)
+                yield imported
 
 
 def in_package(name: str, package: str) -> bool:
