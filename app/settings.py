@@ -24,13 +24,24 @@ OWNER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 DAY_S = 24 * 3600
 
-S = TypeVar("S", bound="WorkerSettings")
+S = TypeVar("S", bound="LogSettings")
 
 
-class WorkerSettings(BaseSettings):
-    """What API and workers share: where Redis and the data live, limits, timeouts and retention."""
+class LogSettings(BaseSettings):
+    """How every service process logs (also read by ``rcmseg serve``, which needs no other setting)."""
 
     model_config = SettingsConfigDict(env_prefix="RCMSEG_", extra="ignore", frozen=True)
+
+    log_format: Literal["auto", "text", "json"] = Field(
+        "auto",
+        description="`text` (readable lines), `json` (one object per line) or `auto`: text when stderr is "
+        "a terminal, JSON otherwise.",
+    )
+    access_log: bool = Field(False, description="Log one line per HTTP request (the API).")
+
+
+class WorkerSettings(LogSettings):
+    """What API and workers share: where Redis and the data live, limits, timeouts and retention."""
 
     redis_url: SecretStr = Field(
         validation_alias=AliasChoices("REDIS_URL", "RCMSEG_REDIS_URL"),
@@ -48,11 +59,11 @@ class WorkerSettings(BaseSettings):
     max_pixels: int = Field(2 * 12000 * 12000, ge=1, description="Largest accepted mosaic (width x height).")
     job_timeout_s: int = Field(3600, ge=10, description="A job running longer than this fails.")
     job_heartbeat_s: int = Field(
-        180,
+        30,
         ge=2,
-        description="A running job that reports no progress for this long is declared abandoned "
-        "(its worker died) and is retried or failed. Must exceed the longest silence between progress "
-        "reports of the engine (reading a mosaic, writing the pyramids).",
+        description="A running job whose worker sent no heartbeat for this long is declared abandoned "
+        "(its worker died) and is retried or failed. A worker heartbeats several times per period from a "
+        "thread of its own while a job runs, whatever the engine is doing.",
     )
     job_retries: int = Field(
         1, ge=0, le=10, description="Extra attempts for a job whose worker died mid-job."
@@ -90,7 +101,23 @@ class Settings(WorkerSettings):
         "", description="Comma-separated origins allowed to call the API from a browser."
     )
     sweep_interval_s: float = Field(
-        30.0, gt=0, description="How often the API looks for abandoned jobs and expired data."
+        10.0, gt=0, description="How often the API looks for abandoned jobs and expired data."
+    )
+    max_json_bytes: int = Field(
+        64 * 1024, ge=1024, description="Largest JSON request body; larger ones are refused with 413."
+    )
+    auth_failure_burst: int = Field(
+        20,
+        ge=1,
+        description="Failed authentications one client address may make per `auth_failure_window_s` "
+        "before it is answered 429.",
+    )
+    auth_failure_window_s: float = Field(
+        60.0, gt=0, description="The window of `auth_failure_burst`, in seconds."
+    )
+    api_docs: bool = Field(
+        False,
+        description="Serve Swagger UI at /docs (its script and styles come from a public CDN, pinned).",
     )
 
     @field_validator("api_tokens")
@@ -151,6 +178,12 @@ def load_settings(cls: type[S], **values: object) -> S:
 def get_settings() -> Settings:
     """The API's settings, read from the environment once per process."""
     return load_settings(Settings)
+
+
+@lru_cache
+def get_log_settings() -> LogSettings:
+    """How this process logs, read from the environment once."""
+    return load_settings(LogSettings)
 
 
 @lru_cache

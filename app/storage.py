@@ -21,6 +21,7 @@ import logging
 import os
 import re
 import shutil
+import socket
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -100,11 +101,23 @@ class Storage:
     # -- uploads -------------------------------------------------------------------------------------
 
     def new_partial(self) -> Path:
-        """A fresh, empty file for an incoming upload."""
+        """A fresh, empty file for an incoming upload, named after this host and process (so that the
+        partial uploads of a process that died can be told from those still arriving)."""
         self.tmp.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix="upload-", suffix=".part", dir=self.tmp)
+        prefix = f"upload-{_host_tag()}-{os.getpid()}-"
+        fd, name = tempfile.mkstemp(prefix=prefix, suffix=".part", dir=self.tmp)
         os.close(fd)
         return Path(name)
+
+    def sweep_dead_partials(self) -> int:
+        """Delete the partial uploads of processes of this host that no longer run (an API that was
+        killed mid-upload); returns how many. Other hosts' partials wait for the hourly sweep."""
+        removed = 0
+        for entry in _children(self.tmp):
+            match = PARTIAL_NAME.match(entry.name)
+            if match and match["host"] == _host_tag() and not _alive(int(match["pid"])):
+                removed += _remove(entry)
+        return removed
 
     def mosaic_dir(self, owner: str, mosaic_id: str) -> Path | None:
         """The folder of an owner's mosaic, or ``None`` for ids that are malformed or not theirs."""
@@ -253,6 +266,25 @@ class Storage:
         if uploads or results or partial:
             log.info("retention sweep", extra=asdict(report))
         return report
+
+
+PARTIAL_NAME = re.compile(r"^upload-(?P<host>[A-Za-z0-9_]+)-(?P<pid>\d+)-.*\.part$")
+
+
+def _host_tag() -> str:
+    return re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname())[:64] or "host"
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
 
 
 def _children(folder: Path) -> list[Path]:

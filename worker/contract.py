@@ -59,7 +59,19 @@ class ErrorCode(StrEnum):
     JOB_TIMEOUT = "job_timeout"
     INTERNAL = "internal_error"
     WORKER_LOST = "worker_lost"
+    MOSAIC_GONE = "mosaic_gone"
+    """The mosaic was deleted before the job could read it."""
     RESULT_EXPIRED = "result_expired"
+
+
+WORKER_TTL_MIN_S: Final = 20
+
+
+def worker_ttl_s(heartbeat_s: int) -> int:
+    """How long a worker's registration lives without a heartbeat. An idle worker heartbeats every
+    ``ttl - 15`` s (RQ's dequeue timeout) and a busy one several times per ``heartbeat_s``, so a worker
+    silent for longer is dead: the API counts only the others as live."""
+    return max(WORKER_TTL_MIN_S, heartbeat_s)
 
 
 SUMMARY_FILE: Final = "summary.json"

@@ -3,6 +3,8 @@
 Routers, one per resource: ``mosaics`` (uploads), ``jobs`` (submit, poll, cancel), ``results`` (Deep Zoom
 layers and files of a finished job), ``model_cards`` and ``health``. The API keeps no state of its own:
 jobs live in Redis and files in the data folder, so API processes can restart or run side by side.
+Before any route, ``app.api.middleware`` authenticates ``/v1/`` requests from their headers, checks JSON
+bodies and adds the security headers.
 """
 
 from __future__ import annotations
@@ -12,15 +14,19 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from redis import Redis
 from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
 
-from app.api.errors import install_error_handlers
+from app.api.errors import error_responses, install_error_handlers
+from app.api.middleware import PROTECTED_PREFIX, SWAGGER_CDN, FailureLimiter, RequestGate, SecurityHeaders
 from app.api.routes import health, jobs, models, mosaics, results
 from app.api.services.job_queue import JobQueue
 from app.settings import Settings, get_settings
@@ -31,6 +37,10 @@ log = logging.getLogger(__name__)
 
 VIEWER_STATIC = Path(__file__).resolve().parent.parent / "viewer" / "static"
 """The viewer page, served at ``/`` when this folder exists (it is built separately)."""
+
+DOCS_PATH = "/docs"
+SWAGGER_UI = f"{SWAGGER_CDN}/npm/swagger-ui-dist@5.17.14"
+"""Swagger UI for ``/docs`` (only with ``RCMSEG_API_DOCS``), pinned to one release."""
 
 
 def _sweep_once(app: FastAPI) -> None:
@@ -53,6 +63,9 @@ async def _sweeper(app: FastAPI) -> None:
 
 @contextlib.asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    swept = await run_in_threadpool(app.state.storage.sweep_dead_partials)
+    if swept:
+        log.info("deleted %d partial uploads of API processes that died", swept)
     task = asyncio.create_task(_sweeper(app))
     try:
         yield
@@ -71,16 +84,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Segmentation of reflectance confocal microscopy mosaics, as Deep Zoom layers.",
         version=package_version(),
         lifespan=_lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     storage = Storage(settings.data_dir)
     storage.ensure()
-    redis = Redis.from_url(settings.redis_url.get_secret_value(), health_check_interval=30)
+    redis = Redis.from_url(
+        settings.redis_url.get_secret_value(),
+        health_check_interval=30,
+        socket_connect_timeout=2,
+        socket_timeout=10,
+    )
     app.state.settings = settings
     app.state.storage = storage
     app.state.redis = redis
     app.state.jobs = JobQueue(redis, settings, storage)
     app.state.tokens = settings.tokens()
     install_error_handlers(app)
+    app.add_middleware(
+        RequestGate,
+        tokens=app.state.tokens,
+        limiter=FailureLimiter(burst=settings.auth_failure_burst, window_s=settings.auth_failure_window_s),
+        max_json_bytes=settings.max_json_bytes,
+    )
     if settings.cors_origin_list():
         app.add_middleware(
             CORSMiddleware,
@@ -90,10 +116,59 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             expose_headers=["Location"],
             max_age=600,
         )
+    app.add_middleware(SecurityHeaders, docs_path=DOCS_PATH if settings.api_docs else None)
     for module in (health, mosaics, jobs, results, models):
         app.include_router(module.router)
+    if settings.api_docs:
+        _add_docs(app)
+    _document_gate(app)
     mount_viewer(app)
     return app
+
+
+def _add_docs(app: FastAPI) -> None:
+    @app.get(DOCS_PATH, include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title="rcmseg API",
+            swagger_js_url=f"{SWAGGER_UI}/swagger-ui-bundle.js",
+            swagger_css_url=f"{SWAGGER_UI}/swagger-ui.css",
+        )
+
+
+def _document_gate(app: FastAPI) -> None:
+    """Add the answers of ``RequestGate`` and of an unreachable queue to every ``/v1/`` operation of the
+    OpenAPI schema (routes declare only their own)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build()
+        for path, operations in schema.get("paths", {}).items():
+            if not path.startswith(PROTECTED_PREFIX):
+                continue
+            for operation in operations.values():
+                statuses = [401, 429, 503]
+                if "requestBody" in operation:
+                    statuses += [413, 422]
+                if operation.get("parameters"):
+                    statuses.append(422)
+                responses = operation.setdefault("responses", {})
+                for status, entry in error_responses(*statuses).items():
+                    responses.setdefault(str(status), _reference(entry))
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _reference(entry: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "description": entry["description"],
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+    }
 
 
 def mount_viewer(app: FastAPI, folder: Path = VIEWER_STATIC) -> None:

@@ -30,7 +30,14 @@ def get_storage(request: Request) -> Storage:
 def get_owner(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> str:
-    """The owner named by the bearer token; 401 without a valid one."""
+    """The owner named by the bearer token; 401 without a valid one.
+
+    ``RequestGate`` checked the token before anything was read and left the owner in the request state;
+    the check here stands for the OpenAPI schema (the bearer scheme) and for apps built without the gate.
+    """
+    checked = getattr(request.state, "owner", None)
+    if isinstance(checked, str):
+        return checked
     header = f"{credentials.scheme} {credentials.credentials}" if credentials is not None else None
     return owner_for(header, request.app.state.tokens)
 

@@ -6,13 +6,17 @@ Domain errors (``models.errors``) are turned into statuses here and only here.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any, cast
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+from starlette.responses import Response
 
 from app.auth import Unauthorized
 from models.errors import InvalidModel, InvalidParameter, RcmSegError
@@ -74,14 +78,20 @@ STATUS: list[tuple[type[RcmSegError], int]] = [
     (InvalidParameter, 422),
 ]
 
+QUEUE_RETRY_AFTER_S = 5
+"""``Retry-After`` of a 503 while Redis is unreachable (``rcmseg serve`` restarts its Redis in seconds)."""
+
 DESCRIPTIONS = {
-    401: "Missing or invalid bearer token.",
+    401: "Missing or invalid bearer token (`WWW-Authenticate: Bearer`).",
     404: "No such resource for this owner.",
     409: "The resource's state does not allow this request.",
-    413: "The upload is larger than RCMSEG_MAX_UPLOAD_BYTES.",
+    413: "The upload is larger than RCMSEG_MAX_UPLOAD_BYTES, or a JSON body larger than "
+    "RCMSEG_MAX_JSON_BYTES.",
     415: "Not multipart, not an image format rcmseg reads, or an unsupported band/bit layout.",
-    422: "Invalid field, unreadable or truncated image, or more pixels than RCMSEG_MAX_PIXELS.",
-    503: "Redis is unreachable or no worker is alive.",
+    422: "Invalid field, body not UTF-8 JSON, unreadable or truncated image, or more pixels than "
+    "RCMSEG_MAX_PIXELS.",
+    429: "Too many failed authentications from this address (`Retry-After` says when to try again).",
+    503: "The job queue (Redis) is unreachable, `queue_unavailable`; `Retry-After` says when to try again.",
 }
 
 
@@ -101,10 +111,18 @@ def status_for(exc: RcmSegError) -> int:
     return 400
 
 
-def error_response(status: int, code: str, message: str, field: str | None = None) -> JSONResponse:
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    field: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
     body = ErrorBody(code=code, message=message, field=field).model_dump(exclude_none=True)
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse(body, status_code=status, headers=headers)
+    headers = dict(headers or {})
+    if status == 401:
+        headers.setdefault("WWW-Authenticate", "Bearer")
+    return JSONResponse(body, status_code=status, headers=headers or None)
 
 
 async def _domain_error(_request: Request, exc: Exception) -> JSONResponse:
@@ -115,6 +133,8 @@ async def _domain_error(_request: Request, exc: Exception) -> JSONResponse:
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     errors = cast(RequestValidationError, exc).errors()
     first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+    if first.get("type") == "json_invalid":  # its location is a character offset, not a field
+        return error_response(422, InvalidParameter.code, "the request body is not valid JSON")
     loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
     field = ".".join(loc) or None
     message = f"{field}: {first.get('msg')}" if field else str(first.get("msg"))
@@ -124,7 +144,24 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
 async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     http = cast(StarletteHTTPException, exc)  # registered for HTTPException only
     codes = {404: "not_found", 405: "method_not_allowed"}
-    return error_response(http.status_code, codes.get(http.status_code, "http_error"), str(http.detail))
+    code = codes.get(http.status_code, "http_error")
+    return error_response(http.status_code, code, str(http.detail), headers=http.headers)
+
+
+async def _queue_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("Redis unreachable on %s %s: %s", request.method, request.url.path, exc)
+    return error_response(
+        503,
+        "queue_unavailable",
+        "the job queue is unreachable; try again shortly",
+        headers={"Retry-After": str(QUEUE_RETRY_AFTER_S)},
+    )
+
+
+async def _client_disconnected(request: Request, _exc: Exception) -> Response:
+    """The client went away mid-request (an upload cut short): nothing failed on our side."""
+    log.info("client disconnected during %s %s", request.method, request.url.path)
+    return Response(status_code=400)  # nobody reads it
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -136,4 +173,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RcmSegError, _domain_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RedisError, _queue_unavailable)
+    app.add_exception_handler(ClientDisconnect, _client_disconnected)
     app.add_exception_handler(Exception, _unexpected)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from app.cli.logs import json_log_config, use_json_logs
+from app.cli.logs import log_config, use_logs
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
 
     settings = get_settings()  # refuses to start (exit 2, one line) when a required setting is missing
     level = "DEBUG" if args.verbose else "INFO"
-    use_json_logs(level)
+    use_logs(level, settings.log_format, access_log=settings.access_log)
     log.info(
         "starting API",
         extra={"host": args.host, "port": args.port, "data_dir": str(settings.data_dir.resolve())},
@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         port=args.port,
         workers=args.workers,
         root_path=args.root_path,
-        log_config=json_log_config(level),
+        log_config=log_config(level, settings.log_format, access_log=settings.access_log),
         timeout_graceful_shutdown=10,
     )
     return 0

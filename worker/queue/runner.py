@@ -1,12 +1,20 @@
 """The worker process: load the models once, then run queue jobs one after another in this process.
 
 Why not RQ's default forking worker: a child forked after CUDA was initialised cannot use CUDA, and forking
-per job would reload the models every time. ``MosaicWorker`` is RQ's ``SimpleWorker`` (no fork) with one
-change: while a job runs, nothing heartbeats for it unless the job does, so the job's progress reports
-call ``keep_alive`` (worker, execution and job heartbeats). If the process dies mid-job (SIGKILL, out of
-memory, GPU fault), the heartbeats stop, the job's execution expires after ``heartbeat_s`` and RQ's
-started-job cleanup (run by the API and by idle workers) retries it on another worker, or fails it as
-abandoned when no retry is left. It is never left "running".
+per job would reload the models every time. ``MosaicWorker`` is RQ's ``SimpleWorker`` (no fork) with these
+changes:
+
+- While a job runs, nothing heartbeats for it unless someone does: a thread of the worker calls
+  ``keep_alive`` (worker, execution and job heartbeats) several times per ``heartbeat_s``, and so do the
+  job's progress reports. A long job is never taken for dead while its process lives, whatever stage the
+  engine is in (its timeout bounds a job that hangs). If the process dies mid-job (SIGKILL, out of memory,
+  GPU fault), the heartbeats stop, the job's execution expires after ``heartbeat_s`` and RQ's started-job
+  cleanup (run by the API every sweep and by idle workers) retries it on another worker, or fails it as
+  abandoned when no retry is left. It is never left "running".
+- A job that fails for a known reason (an ``RcmSegError``: unreadable mosaic, invalid parameter, cancel)
+  is logged at WARNING with its code, without a traceback; only unexpected errors get one.
+- When Redis goes away, ``run_worker`` waits for it with backoff and starts working again in the same
+  process, models still loaded, instead of exiting.
 """
 
 from __future__ import annotations
@@ -14,17 +22,27 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from redis import Redis
-from rq import SimpleWorker
+from redis.exceptions import RedisError
+from rq import SimpleWorker, worker_registration
 from rq.job import Job
+from rq.queue import Queue
 from rq.serializers import JSONSerializer
+from rq.timeouts import JobTimeoutException
 
+from models.errors import RcmSegError
+from worker.contract import worker_ttl_s
 from worker.engine.params import RunOptions
+from worker.errors import JobCanceled
 from worker.io.zoo import list_models, resolve_model
 from worker.queue.job import WorkerRuntime, configure
 
@@ -33,17 +51,54 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MIN_WORKER_TTL_S = 20
+RECONNECT_MAX_WAIT_S = 30.0
+"""Longest wait between two attempts to reach Redis again."""
+RESTART_PAUSE_S = 2.0
+"""Pause before the work loop starts again after it stopped on an unexpected error."""
 
 
 class MosaicWorker(SimpleWorker):
-    """A non-forking RQ worker whose running job proves it is alive through its progress reports."""
+    """A non-forking RQ worker that heartbeats for its running job from a thread of its own."""
 
     def __init__(self, *args: object, heartbeat_s: int, **kwargs: object) -> None:
-        kwargs.setdefault("worker_ttl", max(MIN_WORKER_TTL_S, heartbeat_s))
+        kwargs.setdefault("worker_ttl", worker_ttl_s(heartbeat_s))
         kwargs["job_monitoring_interval"] = heartbeat_s
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.heartbeat_s = heartbeat_s
+        self.stop_asked = False
+
+    def request_stop(self, signum: int, frame: object) -> None:
+        """SIGTERM/SIGINT: finish the current job, then stop (and do not reconnect)."""
+        self.stop_asked = True
+        super().request_stop(signum, frame)  # type: ignore[arg-type]
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        stop = threading.Event()
+        beat = threading.Thread(target=self._beat_until, args=(stop,), name="job-heartbeat", daemon=True)
+        beat.start()
+        try:
+            super().execute_job(job, queue)
+        finally:
+            stop.set()
+            beat.join()
+
+    def _beat_until(self, stop: threading.Event) -> None:
+        while not stop.wait(self.heartbeat_s / 4):
+            try:
+                self.keep_alive()
+            except RedisError as exc:
+                log.warning("job heartbeat failed (Redis unreachable?): %s", exc)
+
+    def handle_exception(self, job: Job, *exc_info: object) -> None:
+        """Known failures in one line at WARNING (INFO for a cancel); others as RQ logs them."""
+        exc = exc_info[1] if len(exc_info) > 1 else None
+        if isinstance(exc, JobCanceled):
+            log.info("job %s canceled", job.id, extra={"job_id": job.id})
+        elif isinstance(exc, RcmSegError | JobTimeoutException):
+            code = getattr(exc, "code", "job_timeout")
+            log.warning("job %s failed: %s", job.id, exc, extra={"job_id": job.id, "code": code})
+        else:
+            super().handle_exception(job, *exc_info)
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         """A running job is abandoned when no heartbeat came for ``heartbeat_s`` (SimpleWorker would wait
@@ -100,26 +155,76 @@ def run_worker(config: WorkerConfig, *, burst: bool = False) -> bool:
     prepare_process(resolve_device(config.device), threads=config.threads)
     device, models = load_models(config.zoo, config.models, config.device)
     name = config.name or f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
-    worker = MosaicWorker(
-        [config.queue],
-        name=name,
-        connection=Redis.from_url(config.redis_url),
-        serializer=JSONSerializer,
-        heartbeat_s=config.heartbeat_s,
-    )
-    configure(
-        WorkerRuntime(
-            data_dir=config.data_dir.resolve(),
-            zoo=config.zoo,
-            device=device,
-            options=config.options,
-            models=models,
-            keep_alive=worker.keep_alive,
-            # Several reports per heartbeat period, so one slow batch cannot make the job look abandoned.
-            report_interval_s=min(1.0, config.heartbeat_s / 4),
-        )
-    )
+    connection = Redis.from_url(config.redis_url, socket_connect_timeout=5, health_check_interval=30)
+    worked = False
     try:
-        return worker.work(burst=burst, with_scheduler=False)
+        while True:
+            worker = MosaicWorker(
+                [config.queue],
+                name=name,
+                connection=connection,
+                serializer=JSONSerializer,
+                heartbeat_s=config.heartbeat_s,
+            )
+            configure(
+                WorkerRuntime(
+                    data_dir=config.data_dir.resolve(),
+                    zoo=config.zoo,
+                    device=device,
+                    options=config.options,
+                    models=models,
+                    keep_alive=worker.keep_alive,
+                    # Several reports per heartbeat period: one slow batch cannot make the job look lost.
+                    report_interval_s=min(1.0, config.heartbeat_s / 4),
+                )
+            )
+            try:
+                worked = worker.work(burst=burst, with_scheduler=False) or worked
+            except RedisError as exc:  # RQ's teardown talks to Redis too
+                log.debug("the work loop ended on a Redis error: %s", exc)
+            if burst or worker.stop_asked:
+                return worked
+            if _redis_answers(connection):
+                log.warning("the work loop stopped (see above); starting it again", extra={"worker": name})
+                time.sleep(RESTART_PAUSE_S)
+            else:
+                log.warning("lost Redis; waiting for it (models stay loaded)", extra={"worker": name})
+                if not _wait_for_redis(connection, stopping=partial(getattr, worker, "stop_asked")):
+                    return worked
+                log.info("Redis is back; taking jobs again", extra={"worker": name})
+            _forget_registration(worker)
     finally:
         configure(None)
+
+
+def _redis_answers(connection: Redis) -> bool:
+    try:
+        return bool(connection.ping())
+    except RedisError:
+        return False
+
+
+def _wait_for_redis(connection: Redis, *, stopping: Callable[[], bool]) -> bool:
+    """Block until Redis answers (``True``) or a stop is asked (``False``), trying again after 0.5, 1,
+    2 ... up to ``RECONNECT_MAX_WAIT_S`` s."""
+    wait = 0.5
+    while not _redis_answers(connection):
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if stopping():
+                return False
+            time.sleep(0.1)
+        wait = min(wait * 2, RECONNECT_MAX_WAIT_S)
+    return True
+
+
+def _forget_registration(worker: MosaicWorker) -> None:
+    """Remove this worker's registration left from before Redis went away, so that it can register
+    again under its name (RQ refuses a name whose registration looks alive)."""
+    try:
+        with worker.connection.pipeline() as pipe:
+            worker_registration.unregister(worker, pipeline=pipe)
+            pipe.delete(worker.key)
+            pipe.execute()
+    except RedisError as exc:
+        log.warning("could not remove the old worker registration: %s", exc)

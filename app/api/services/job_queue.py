@@ -5,6 +5,8 @@ other's jobs (all expire with the retention period):
 
 - ``rcmseg:<queue>:owner:<owner>:jobs``: sorted set of the owner's job ids by creation time (for listing);
 - ``rcmseg:<queue>:dedupe:<owner>:<result_key>``: the job that computes (or computed) that result;
+- ``rcmseg:<queue>:submit:<owner>:<result_key>``: a lock held while one request decides whether that result
+  needs a new job, so that identical concurrent submissions make one job;
 - ``rcmseg:<queue>:cancel:<job_id>``: set when the owner asked to cancel; the worker polls it between batches.
 
 A job's identity for reuse is its result key (:mod:`app.api.services.identity`).
@@ -16,11 +18,12 @@ import contextlib
 import logging
 import uuid
 from dataclasses import asdict
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from redis import Redis
-from rq import Queue, Retry, Worker
+from redis.exceptions import LockError, RedisError
+from rq import Queue, Retry, Worker, worker_registration
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
@@ -38,10 +41,14 @@ from worker.contract import (
     ErrorCode,
     MetaKey,
     SegmentJobKwargs,
+    worker_ttl_s,
 )
 from worker.engine.params import SegmentParams
 
 log = logging.getLogger(__name__)
+
+SUBMIT_LOCK_S = 10
+"""Longest a submission holds its result's lock (it needs milliseconds; this bounds a crashed API's)."""
 
 PublicStatus = Literal["queued", "running", "finished", "failed", "canceled"]
 
@@ -69,6 +76,9 @@ class JobQueue:
 
     def dedupe_key(self, owner: str, result_key: str) -> str:
         return f"{self.prefix}:dedupe:{owner}:{result_key}"
+
+    def submit_lock_key(self, owner: str, result_key: str) -> str:
+        return f"{self.prefix}:submit:{owner}:{result_key}"
 
     def cancel_key(self, job_id: str) -> str:
         return f"{self.prefix}:cancel:{job_id}"
@@ -153,10 +163,23 @@ class JobQueue:
             "attempts": meta.get(MetaKey.ATTEMPTS, 0),
             "created_at": _iso(job.created_at),
             "started_at": _iso(job.started_at),
-            "finished_at": _iso(job.ended_at) if status in ("finished", "failed", "canceled") else None,
+            "finished_at": _iso(self._ended_at(job))
+            if status in ("finished", "failed", "canceled")
+            else None,
             "error": error,
             "result": result,
         }
+
+    @staticmethod
+    def _ended_at(job: Job) -> datetime | None:
+        """When an ended job ended: RQ's ``ended_at``, else (a job failed as abandoned, or canceled
+        before it ran) the time its last result or its last heartbeat was recorded."""
+        if job.ended_at is not None:
+            return job.ended_at
+        latest = job.latest_result()
+        if latest is not None and latest.created_at is not None:
+            return latest.created_at
+        return job.last_heartbeat or job.started_at or job.created_at
 
     @staticmethod
     def _result_links(job_id: str, summary: dict[str, object], base: str) -> dict[str, Any]:
@@ -195,12 +218,38 @@ class JobQueue:
         params: SegmentParams,
         request: dict[str, Any],
     ) -> tuple[Job, bool]:
-        """Queue a job, or return the job that already computed (or is computing) the same result."""
+        """Queue a job, or return the job that already computed (or is computing) the same result.
+
+        The check and the enqueue run under a per-result lock in Redis, so N identical submissions that
+        arrive together make one job and N - 1 reuses of it."""
         result_key = result_key_for(mosaic.sha256, model, params)
-        earlier = self._reusable(owner, result_key)
-        if earlier is not None:
-            self.storage.touch_result(owner, result_key)
-            return earlier, True
+        lock = self.redis.lock(
+            self.submit_lock_key(owner, result_key),
+            timeout=SUBMIT_LOCK_S,
+            blocking_timeout=SUBMIT_LOCK_S,
+            sleep=0.02,
+        )
+        if not lock.acquire():
+            raise RedisError(f"the submit lock of result {result_key} stayed taken for {SUBMIT_LOCK_S} s")
+        try:
+            earlier = self._reusable(owner, result_key)
+            if earlier is not None:
+                self.storage.touch_result(owner, result_key)
+                return earlier, True
+            return self._enqueue(owner, mosaic, model, result_key, params, request), False
+        finally:
+            with contextlib.suppress(LockError):  # expired: the job was enqueued all the same
+                lock.release()
+
+    def _enqueue(
+        self,
+        owner: str,
+        mosaic: MosaicRecord,
+        model: ModelChoice,
+        result_key: str,
+        params: SegmentParams,
+        request: dict[str, Any],
+    ) -> Job:
         job_id = uuid.uuid4().hex
         retention = self.settings.retention_s
         meta = {
@@ -238,7 +287,7 @@ class JobQueue:
             pipe.set(self.dedupe_key(owner, result_key), job_id, ex=retention)
             pipe.execute()
         log.info("job queued", extra={"owner": owner, "job_id": job_id, "mosaic_id": mosaic.id})
-        return job, False
+        return job
 
     def _reusable(self, owner: str, result_key: str) -> Job | None:
         earlier_id = self.redis.get(self.dedupe_key(owner, result_key))
@@ -288,4 +337,21 @@ class JobQueue:
             self.queue.release_maintenance_lock()
 
     def live_workers(self) -> int:
-        return len(Worker.all(queue=self.queue))
+        """Workers of this queue that heartbeat; registrations of dead ones (a worker killed, or cut off
+        while Redis was down) are removed."""
+        ttl = worker_ttl_s(self.settings.job_heartbeat_s)
+        now = datetime.now(UTC)
+        live = 0
+        for worker in Worker.all(queue=self.queue):
+            beat = worker.last_heartbeat
+            if beat is not None and beat.tzinfo is None:
+                beat = beat.replace(tzinfo=UTC)
+            if beat is not None and (now - beat).total_seconds() <= ttl:
+                live += 1
+                continue
+            log.info("removing the registration of dead worker %s", worker.name)
+            with self.redis.pipeline() as pipe:
+                worker_registration.unregister(worker, pipeline=pipe)
+                pipe.delete(worker.key)
+                pipe.execute()
+        return live

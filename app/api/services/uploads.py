@@ -57,6 +57,8 @@ class _PartCollector:
         self.header_value = b""
         self.disposition = b""
         self.in_file = False
+        self.in_stray = False
+        self.stray_field: str | None = None
         self.files_seen = 0
         self.filename = ""
         self.file_bytes = 0
@@ -78,7 +80,7 @@ class _PartCollector:
 
     def on_part_begin(self) -> None:
         self.disposition = b""
-        self.in_file = False
+        self.in_file = self.in_stray = False
 
     def on_header_field(self, data: bytes, start: int, end: int) -> None:
         self._count_other(end - start)
@@ -101,11 +103,18 @@ class _PartCollector:
                 raise FieldError(FILE_FIELD, "send exactly one file per upload")
             self.in_file = True
             self.filename = Path(options.get(b"filename", b"").decode("utf-8", "replace")).name[:200]
+        elif b"filename" in options:  # a file in a field of another name: counted like one, not kept
+            self.in_stray = True
+            self.stray_field = options.get(b"name", b"").decode("utf-8", "replace")[:100]
 
     def on_end(self) -> None:
         self.complete = True
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        if self.in_stray:
+            self.file_bytes += end - start
+            self.too_large = self.too_large or self.file_bytes > self.max_file_bytes
+            return
         if not self.in_file:
             self._count_other(end - start)
             return
@@ -131,6 +140,15 @@ def _boundary(request: Request) -> bytes:
             f"send the mosaic as multipart/form-data with the file in the field '{FILE_FIELD}'"
         )
     return options[b"boundary"]
+
+
+def _missing_file(stray_field: str | None) -> FieldError:
+    error = FieldError(FILE_FIELD, "missing")
+    message = f"missing field '{FILE_FIELD}': send the mosaic in the multipart field '{FILE_FIELD}'"
+    if stray_field is not None:
+        message += f" (a file came in the field {stray_field!r})"
+    error.args = (message,)
+    return error
 
 
 def _too_large(max_bytes: int) -> PayloadTooLarge:
@@ -170,7 +188,7 @@ async def receive_upload(request: Request, dest: Path, *, max_bytes: int) -> Rec
     if not collector.complete:
         raise FieldError("body", "multipart body ended before its closing boundary (upload interrupted?)")
     if collector.files_seen == 0:
-        raise FieldError(FILE_FIELD, "missing: send the mosaic in the multipart field 'file'")
+        raise _missing_file(collector.stray_field)
     return ReceivedFile(
         path=dest, size=collector.file_bytes, sha256=sink.digest.hexdigest(), filename=collector.filename
     )

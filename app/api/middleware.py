@@ -1,0 +1,227 @@
+"""What every request meets before a route sees it, as plain ASGI so that nothing reads the body first.
+
+- ``RequestGate``: on ``/v1/`` routes the bearer token is checked from the headers alone (a client
+  address with too many failures in a row is answered 429 first), then a JSON body is read up to
+  ``max_json_bytes`` (413 past it, announced or not) and must be UTF-8 JSON (422 with a plain message);
+  the route then reads the same bytes again. Multipart uploads stream on to their route unread.
+- ``SecurityHeaders``: ``nosniff``, a CSP that allows only this service's own scripts and styles, no
+  framing, no referrer, on every response; ``Cache-Control: no-store`` on JSON that sets none itself.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from starlette.datastructures import Headers, MutableHeaders
+
+from app.api.errors import error_response
+from app.auth import Unauthorized, owner_for
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+PROTECTED_PREFIX = "/v1/"
+UPLOAD_PATH = "/v1/mosaics"
+
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+    "connect-src 'self'; font-src 'self'; manifest-src 'self'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'"
+)
+"""The viewer's page loads its scripts and styles from this origin only and has no inline ones."""
+
+SWAGGER_CDN = "https://cdn.jsdelivr.net"
+DOCS_CSP = (
+    f"default-src 'none'; script-src 'self' 'unsafe-inline' {SWAGGER_CDN}; style-src 'self' {SWAGGER_CDN}; "
+    "img-src 'self' data: https://fastapi.tiangolo.com; connect-src 'self'; base-uri 'none'; "
+    "frame-ancestors 'none'"
+)
+"""Only ``/docs`` (off unless ``RCMSEG_API_DOCS``): Swagger UI's page has an inline start-up script."""
+
+
+def _route_path(scope: Scope) -> str:
+    path = str(scope.get("path", ""))
+    root = str(scope.get("root_path", ""))
+    return path[len(root) :] if root and path.startswith(root) else path
+
+
+def _client(scope: Scope) -> str:
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"
+
+
+class FailureLimiter:
+    """Failed authentications per client address in a sliding window; past ``burst``, the address waits.
+
+    In memory, per API process: enough to make guessing tokens slow, not a shared quota.
+    """
+
+    MAX_ADDRESSES = 10_000
+
+    def __init__(self, *, burst: int, window_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.burst = burst
+        self.window_s = window_s
+        self.clock = clock
+        self.failures: OrderedDict[str, deque[float]] = OrderedDict()
+
+    def _recent(self, address: str, now: float) -> deque[float]:
+        times = self.failures.get(address)
+        if times is None:
+            return deque()
+        while times and now - times[0] >= self.window_s:
+            times.popleft()
+        if not times:
+            del self.failures[address]
+        return times
+
+    def retry_after(self, address: str) -> int | None:
+        """Seconds until ``address`` may try again, or ``None`` when it may now."""
+        now = self.clock()
+        times = self._recent(address, now)
+        if len(times) < self.burst:
+            return None
+        return max(1, math.ceil(self.window_s - (now - times[0])))
+
+    def failed(self, address: str) -> None:
+        now = self.clock()
+        times = self._recent(address, now)
+        self.failures[address] = times
+        self.failures.move_to_end(address)
+        times.append(now)
+        while len(self.failures) > self.MAX_ADDRESSES:
+            self.failures.popitem(last=False)
+
+
+class RequestGate:
+    """Authentication, then the JSON body check, before the application reads anything."""
+
+    def __init__(
+        self, app: ASGIApp, *, tokens: dict[str, str], limiter: FailureLimiter, max_json_bytes: int
+    ) -> None:
+        self.app = app
+        self.tokens = tokens
+        self.limiter = limiter
+        self.max_json_bytes = max_json_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = _route_path(scope)
+        if not path.startswith(PROTECTED_PREFIX) or scope["method"] == "OPTIONS":
+            await self.app(scope, receive, send)  # public routes; CORS preflights carry no token
+            return
+        headers = Headers(scope=scope)
+        address = _client(scope)
+        wait = self.limiter.retry_after(address)
+        if wait is not None:
+            response = error_response(
+                429, "too_many_requests", f"too many failed authentications; retry in {wait} s"
+            )
+            response.headers["Retry-After"] = str(wait)
+            await response(scope, receive, send)
+            return
+        try:
+            owner = owner_for(headers.get("authorization"), self.tokens)
+        except Unauthorized as exc:
+            self.limiter.failed(address)
+            await error_response(401, exc.code, str(exc))(scope, receive, send)
+            return
+        scope.setdefault("state", {})["owner"] = owner
+        if scope["method"] in ("GET", "HEAD", "DELETE") or (
+            path == UPLOAD_PATH and scope["method"] == "POST"
+        ):
+            await self.app(scope, receive, send)  # an upload streams to its route, which limits it
+            return
+        await self._json_body(scope, receive, send, headers)
+
+    async def _json_body(self, scope: Scope, receive: Receive, send: Send, headers: Headers) -> None:
+        limit = self.max_json_bytes
+        too_large = error_response(413, "payload_too_large", f"the JSON body exceeds {limit} bytes")
+        declared = headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await too_large(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return  # nobody is left to answer
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                await too_large(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        problem = _not_json(body, headers.get("content-type"))
+        if problem is not None:
+            await error_response(422, "invalid_parameter", problem)(scope, receive, send)
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+def _not_json(body: bytes, content_type: str | None) -> str | None:
+    """Why a body that is to be parsed as JSON cannot be, or ``None`` (also for bodies of other types,
+    which the route refuses by its own schema)."""
+    media = (content_type or "application/json").split(";", 1)[0].strip().lower()
+    if not body or not (media == "application/json" or media.endswith("+json")):
+        return None
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return "the request body is not UTF-8 text"
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as exc:
+        return f"the request body is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"
+    except RecursionError:
+        return "the request body is not valid JSON (nested too deeply)"
+    return None
+
+
+class SecurityHeaders:
+    """Headers that keep browsers from sniffing, framing, leaking referrers or caching owner data."""
+
+    def __init__(self, app: ASGIApp, *, docs_path: str | None = None) -> None:
+        self.app = app
+        self.docs_path = docs_path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        csp = DOCS_CSP if self.docs_path and _route_path(scope) == self.docs_path else CSP
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers.setdefault("X-Content-Type-Options", "nosniff")
+                headers.setdefault("Content-Security-Policy", csp)
+                headers.setdefault("X-Frame-Options", "DENY")
+                headers.setdefault("Referrer-Policy", "no-referrer")
+                if headers.get("content-type", "").startswith("application/json"):
+                    headers.setdefault("Cache-Control", "no-store")
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
