@@ -3,7 +3,8 @@
 Layout (``RCMSEG_DATA_DIR``, shared by the API and every worker)::
 
     tmp/upload-*.part                    uploads being received (deleted when rejected or stored)
-    uploads/<owner>/<mosaic_id>/         one accepted mosaic: source.<ext> + mosaic.json
+    uploads/<owner>/<mosaic_id>/         one accepted mosaic: source.<ext> + mosaic.json, and pyramid/ (its
+                                         Deep Zoom pyramid, built once by a prepare job, renamed into place)
     results/<owner>/<result_key>/        one finished result, written by the engine (see docs/service.md)
     results/<owner>/.<result_key>.tmp-*  a result being written (the engine renames it when complete)
     scratch/                             the engine's working files while a job runs
@@ -27,7 +28,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from worker.contract import SUMMARY_FILE
+from worker.contract import MOSAIC_LAYER, MOSAIC_PYRAMID, SUMMARY_FILE
 from worker.io.mosaic import MosaicHeader
 
 log = logging.getLogger(__name__)
@@ -204,6 +205,17 @@ class Storage:
     def source_relpath(self, owner: str, record: MosaicRecord) -> str:
         """The mosaic file relative to the data folder (workers may mount it elsewhere)."""
         return f"uploads/{owner}/{record.id}/{record.source}"
+
+    def pyramid_relpath(self, owner: str, mosaic_id: str) -> str:
+        """The mosaic's Deep Zoom pyramid folder relative to the data folder (deleted with the mosaic)."""
+        return f"uploads/{owner}/{mosaic_id}/{MOSAIC_PYRAMID}"
+
+    def pyramid_dir(self, owner: str, mosaic_id: str) -> Path | None:
+        """The complete pyramid folder of an owner's mosaic, or ``None`` while it is not (yet) built."""
+        folder = self.mosaic_dir(owner, mosaic_id)
+        if folder is None or not (folder / MOSAIC_PYRAMID / f"{MOSAIC_LAYER}.dzi").is_file():
+            return None
+        return folder / MOSAIC_PYRAMID
 
     # -- results -------------------------------------------------------------------------------------
 

@@ -78,14 +78,47 @@ SUMMARY_FILE: Final = "summary.json"
 HEATMAP_TIFF: Final = "heatmap.tif"
 MASK_TIFF: Final = "mask.tif"
 REGIONS_GEOJSON: Final = "regions.geojson"
+HEAT_HISTOGRAM: Final = "heat_histogram.json"
+"""``{"bins": n, "counts": [...]}``: pixels with heat in ``[k/n, (k+1)/n)`` (the last bin includes 1), so
+the area at or above any threshold on the ``1/n`` grid is a sum, with no pass over the heatmap."""
 
 RESULT_FILES: Final = {
     REGIONS_GEOJSON: "application/geo+json",
     HEATMAP_TIFF: "image/tiff",
     MASK_TIFF: "image/tiff",
     SUMMARY_FILE: "application/json",
+    HEAT_HISTOGRAM: "application/json",
 }
 """Downloadable files of a result, with their media types."""
 
 LAYERS: Final = ("mosaic", "heatmap", "mask")
 """Deep Zoom layers of a result: ``<layer>.dzi`` and ``<layer>_files/``."""
+
+HEAT_LAYER: Final = "heat"
+"""The heat stored once more as an 8-bit grey Deep Zoom pyramid at processing resolution (``heat.dzi``,
+``heat_files/``; grey value ``round(255 * heat)``). Results written before it have the full-resolution
+``LAYERS`` as files instead."""
+
+RENDERED_LAYERS: Final = ("heatmap", "mask")
+"""The layers the API colours from ``HEAT_LAYER`` on request: the heatmap through a colormap, the mask as
+``heat >= threshold``. Their descriptors are ``heat.dzi``; their tiles PNGs of the same grid."""
+
+RESULT_CACHE: Final = "cache"
+"""Files the API derives from a result on request (regions at another threshold), inside its folder."""
+
+MOSAIC_LAYER: Final = "mosaic"
+MOSAIC_PYRAMID: Final = "pyramid"
+"""The folder, inside a stored mosaic's folder, of its Deep Zoom pyramid: ``mosaic.dzi``, ``mosaic_files/``.
+It appears by rename, complete, so it is ready exactly when ``mosaic.dzi`` exists in it."""
+
+PREPARE_FUNCTION: Final = "worker.queue.prepare.run_prepare_job"
+"""Dotted path of the queue job that builds a stored mosaic's pyramid, enqueued by name after upload."""
+
+
+class PrepareJobKwargs(TypedDict):
+    """The keyword arguments of ``PREPARE_FUNCTION``."""
+
+    source: str
+    """The mosaic file, relative to the data folder."""
+    out_dir: str
+    """The pyramid folder to write (atomically), relative to the data folder."""

@@ -27,7 +27,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.api.errors import error_responses, install_error_handlers
 from app.api.middleware import PROTECTED_PREFIX, SWAGGER_CDN, FailureLimiter, RequestGate, SecurityHeaders
-from app.api.routes import health, jobs, models, mosaics, results
+from app.api.routes import health, jobs, models, mosaics, pyramids, results
 from app.api.services.job_queue import JobQueue
 from app.settings import Settings, get_settings
 from app.storage import Storage
@@ -117,7 +117,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_age=600,
         )
     app.add_middleware(SecurityHeaders, docs_path=DOCS_PATH if settings.api_docs else None)
-    for module in (health, mosaics, jobs, results, models):
+    for module in (health, mosaics, pyramids, jobs, results, models):
         app.include_router(module.router)
     if settings.api_docs:
         _add_docs(app)

@@ -25,6 +25,12 @@ class MosaicOut(BaseModel):
     filename: str = Field(description="The file name the client sent (informational only).")
     created_at: float = Field(description="Unix time of the first upload.")
     existing: bool = Field(False, description="True when these bytes had been uploaded before.")
+    pyramid: Literal["ready", "preparing"] | None = Field(
+        None,
+        description="The mosaic's own Deep Zoom pyramid, built once in the background after the upload and "
+        "shared by every job on it: 'ready' once ``dzi`` can be opened.",
+    )
+    dzi: str | None = Field(None, description="The pyramid's descriptor (``mosaic_files/`` beside it).")
 
 
 class MosaicList(BaseModel):
@@ -64,7 +70,14 @@ class JobError(BaseModel):
 
 
 class Layers(BaseModel):
-    """Deep Zoom (DZI) descriptors; tiles are under ``<layer>_files/<level>/<col>_<row>.<ext>``."""
+    """Deep Zoom (DZI) descriptors; tiles are under ``<layer>_files/<level>/<col>_<row>.<ext>``.
+
+    In results written since pyramids are per mosaic, ``mosaic`` is the mosaic's own pyramid and ``heatmap``
+    and ``mask`` are the heat at processing resolution, coloured per tile on request: heatmap tiles take
+    ``?colormap=`` and ``?transparent_below=``, mask tiles ``?threshold=`` (0..1, default the job's). A query
+    on the descriptor's URL is carried over to its tiles by OpenSeadragon. Draw each layer
+    ``summary.layers[layer].width * scale / mosaic width`` viewport units wide to overlay them.
+    """
 
     mosaic: str
     heatmap: str
@@ -77,6 +90,14 @@ class JobResult(BaseModel):
     geojson: str
     heatmap_tiff: str
     mask_tiff: str
+    histogram: str | None = Field(
+        None,
+        description="heat_histogram.json: pixel counts of heat per 1/bins, for the area at any threshold "
+        "(results written before it have none).",
+    )
+    regions: str | None = Field(
+        None, description="The regions GeoJSON at the threshold given as ``?threshold=`` (default the job's)."
+    )
 
 
 class JobOut(BaseModel):

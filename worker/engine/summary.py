@@ -80,6 +80,7 @@ def build_summary(
         "max_window_probability": stats.max_prob,
         "scorecam": stats.scorecam.as_dict() if stats.scorecam is not None else None,
         "regions": export.regions,
+        "layers": export.layers,
         "model": {"name": card.name, "arch": card.arch, "weights_sha256": model.weights_sha256},
         "timings_s": {k: round(v, 4) for k, v in timings.items()},
         "version": package_version(),

@@ -8,9 +8,10 @@ from pathlib import Path
 from fastapi import APIRouter, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import OwnerDep, SettingsDep, StorageDep
+from app.api.deps import OwnerDep, QueueDep, SettingsDep, StorageDep
 from app.api.errors import NotFound, UnsupportedMediaType, error_responses
 from app.api.schemas import MosaicList, MosaicOut
+from app.api.services.pyramids import Pyramids
 from app.api.services.uploads import FILE_FIELD, receive_upload
 from app.storage import MosaicRecord, sniff_format
 from models.errors import RcmSegError
@@ -35,10 +36,14 @@ UPLOAD_BODY = {
 }
 
 
-def _out(record: MosaicRecord, *, existing: bool = False) -> MosaicOut:
+def _out(record: MosaicRecord, owner: str, jobs: QueueDep, *, existing: bool = False) -> MosaicOut:
+    """The public body; reading a mosaic whose pyramid is missing queues the job that builds it."""
     data = asdict(record)
     data.pop("source")
-    return MosaicOut(**data, existing=existing)
+    pyramid = Pyramids(jobs).state(owner, record)
+    return MosaicOut(
+        **data, existing=existing, pyramid=pyramid, dzi=f"/v1/mosaics/{record.id}/dzi/mosaic.dzi"
+    )
 
 
 def _validate(path: Path, *, filename: str, max_pixels: int) -> MosaicHeader:
@@ -69,7 +74,12 @@ def _validate(path: Path, *, filename: str, max_pixels: int) -> MosaicHeader:
     summary="Upload a mosaic (multipart field 'file')",
 )
 async def upload_mosaic(
-    request: Request, response: Response, owner: OwnerDep, settings: SettingsDep, storage: StorageDep
+    request: Request,
+    response: Response,
+    owner: OwnerDep,
+    settings: SettingsDep,
+    storage: StorageDep,
+    jobs: QueueDep,
 ) -> MosaicOut:
     """Stream the upload to disk (size limit enforced while it streams, SHA-256 computed on the way), then
     check the header and decode it fully before accepting it. A rejected upload keeps nothing."""
@@ -92,29 +102,29 @@ async def upload_mosaic(
     if not created:
         response.status_code = status.HTTP_200_OK
     response.headers["Location"] = f"/v1/mosaics/{record.id}"
-    return _out(record, existing=not created)
+    return await run_in_threadpool(_out, record, owner, jobs, existing=not created)
 
 
 @router.get("", response_model=MosaicList, responses=error_responses(401), summary="List your mosaics")
-def list_mosaics(owner: OwnerDep, storage: StorageDep) -> MosaicList:
-    return MosaicList(mosaics=[_out(m) for m in storage.list_mosaics(owner)])
+def list_mosaics(owner: OwnerDep, storage: StorageDep, jobs: QueueDep) -> MosaicList:
+    return MosaicList(mosaics=[_out(m, owner, jobs) for m in storage.list_mosaics(owner)])
 
 
 @router.get(
     "/{mosaic_id}", response_model=MosaicOut, responses=error_responses(401, 404), summary="Read a mosaic"
 )
-def get_mosaic(mosaic_id: str, owner: OwnerDep, storage: StorageDep) -> MosaicOut:
+def get_mosaic(mosaic_id: str, owner: OwnerDep, storage: StorageDep, jobs: QueueDep) -> MosaicOut:
     record = storage.get_mosaic(owner, mosaic_id)
     if record is None:
         raise NotFound(f"no mosaic {mosaic_id!r}")
-    return _out(record)
+    return _out(record, owner, jobs)
 
 
 @router.delete(
     "/{mosaic_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     responses=error_responses(401, 404),
-    summary="Delete an uploaded mosaic (results computed from it stay until they expire)",
+    summary="Delete an uploaded mosaic and its pyramid (results computed from it stay until they expire)",
 )
 def delete_mosaic(mosaic_id: str, owner: OwnerDep, storage: StorageDep) -> Response:
     if not storage.delete_mosaic(owner, mosaic_id):

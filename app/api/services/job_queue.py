@@ -33,6 +33,7 @@ from app.api.services.identity import ModelChoice, result_key_for
 from app.settings import WorkerSettings
 from app.storage import ID_PATTERN, MosaicRecord, Storage
 from worker.contract import (
+    HEAT_HISTOGRAM,
     HEATMAP_TIFF,
     JOB_FUNCTION,
     LAYERS,
@@ -190,6 +191,9 @@ class JobQueue:
             "geojson": f"{root}/files/{REGIONS_GEOJSON}",
             "heatmap_tiff": f"{root}/files/{HEATMAP_TIFF}",
             "mask_tiff": f"{root}/files/{MASK_TIFF}",
+            # Results written since the heat is stored as a pyramid list their layers (and have these).
+            "histogram": f"{root}/files/{HEAT_HISTOGRAM}" if "layers" in summary else None,
+            "regions": f"{root}/regions.geojson" if "layers" in summary else None,
         }
 
     def _failure(self, job: Job) -> dict[str, str]:

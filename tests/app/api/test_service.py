@@ -6,6 +6,7 @@ Slow paths wait on observable state (a job running with windows done), never on 
 
 from __future__ import annotations
 
+import math
 import struct
 import zlib
 from collections.abc import Iterator
@@ -107,21 +108,31 @@ def test_upload_job_poll_and_tiles_end_to_end(alice: httpx.Client, real_tile: Pa
     assert result["summary"]["input"]["sha256"] == mosaic["sha256"]
     assert result["summary"]["windows"]["total"] == 256
 
-    for layer, ext, content_type in [
-        ("mosaic", "jpg", "image/jpeg"),
-        ("heatmap", "png", "image/png"),
-        ("mask", "png", "image/png"),
+    # The mosaic's own pyramid (built after the upload) at full resolution; heatmap and mask coloured from
+    # the heat at processing resolution.
+    heat = result["summary"]["layers"]["heat"]
+    assert heat["width"] == result["summary"]["processing"]["width"] and heat["format"] == "png"
+    side, heat_top = heat["width"], math.ceil(math.log2(heat["width"]))
+    wait_for(
+        lambda: alice.get(f"/v1/mosaics/{tile_id}").json()["pyramid"] == "ready",
+        timeout=JOB_TIMEOUT_S,
+        what="the mosaic's pyramid",
+    )
+    for layer, ext, content_type, width, top in [
+        ("mosaic", "jpg", "image/jpeg", 1024, 10),
+        ("heatmap", "png", "image/png", side, heat_top),
+        ("mask", "png", "image/png", side, heat_top),
     ]:
         dzi = alice.get(result["layers"][layer])
         assert dzi.status_code == 200 and dzi.headers["content-type"] == "application/xml"
-        assert f'Format="{ext}"' in dzi.text and 'Width="1024"' in dzi.text
+        assert f'Format="{ext}"' in dzi.text and f'Width="{width}"' in dzi.text
         tile = alice.get(result["layers"][layer].replace(".dzi", f"_files/0/0_0.{ext}"))
         assert tile.status_code == 200 and tile.headers["content-type"] == content_type
         assert "immutable" in tile.headers["cache-control"] and tile.headers["etag"]
         full = pyvips.Image.new_from_buffer(
-            alice.get(result["layers"][layer].replace(".dzi", f"_files/10/0_0.{ext}")).content, ""
+            alice.get(result["layers"][layer].replace(".dzi", f"_files/{top}/0_0.{ext}")).content, ""
         )
-        assert full.width == 255 and full.height == 255  # 254 px tile + 1 px overlap
+        assert full.width == min(width, 255) and full.height == min(width, 255)  # 254 px + 1 px overlap
     geojson = alice.get(result["geojson"])
     assert (
         geojson.headers["content-type"] == "application/geo+json"
@@ -135,10 +146,10 @@ def test_upload_job_poll_and_tiles_end_to_end(alice: httpx.Client, real_tile: Pa
     base = f"/v1/jobs/{job_id}/dzi"
     for path in [
         f"{base}/heatmap_files/99/0_0.png",
-        f"{base}/heatmap_files/10/9_9.png",
+        f"{base}/heatmap_files/{heat_top}/9_9.png",
         f"{base}/other.dzi",
-        f"{base}/heatmap_files/10/0_0.tif",
-        f"{base}/heatmap_files/10/..%2F..%2Fsummary.json",
+        f"{base}/heatmap_files/{heat_top}/0_0.tif",
+        f"{base}/heatmap_files/{heat_top}/..%2F..%2Fsummary.json",
         f"{base}/..%2F..%2F..%2Fuploads/x.dzi",
         f"/v1/jobs/{job_id}/files/card.json",
         f"/v1/jobs/{job_id}/files/..%2Fheatmap.tif",

@@ -1,5 +1,6 @@
-"""Writing a result: heatmap.tif and mask.tif at processing resolution, three Deep Zoom layers at the
-mosaic's full resolution, regions.geojson and summary.json, all in real files under ``tmp_path``.
+"""Writing a result, all at processing resolution: heatmap.tif and mask.tif (with their pixel size), the heat
+as an 8-bit grey Deep Zoom pyramid, regions.geojson, the heat histogram and summary.json, in real files under
+``tmp_path``. The mosaic's own pyramid is not part of a result (``test_pyramid.py``).
 
 The heatmap is 0.1 to 0.4 noise with two blocks: 0.8 (well above the threshold) and exactly the threshold
 (``heat >= threshold`` is inside), on a 600 x 400 mosaic at downsample 4 (a 150 x 100 heatmap).
@@ -11,6 +12,7 @@ import json
 import math
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -19,14 +21,14 @@ from PIL import Image
 
 import worker.io.export as export
 from worker.engine.params import Progress
-from worker.io.colormap import rgba_lut
-from worker.io.export import MASK_RGBA, OVERLAP, TILE_SIZE, write_outputs, write_summary
+from worker.io.export import HISTOGRAM_BINS, heat_histogram, write_outputs, write_summary
 from worker.io.mosaic import Mosaic, open_mosaic
 
 WIDTH, HEIGHT, K = 600, 400, 4
 THRESHOLD = 0.5
 HOT = (slice(20, 40), slice(30, 60))  # 0.8: rows 20..39, columns 30..59 of the heatmap
 EDGE = (slice(70, 80), slice(100, 120))  # exactly the threshold
+TILE_SIZE, OVERLAP = export.TILE_SIZE, export.OVERLAP
 
 
 @pytest.fixture
@@ -68,21 +70,36 @@ def test_the_output_folder_holds_every_result(tmp_path: Path, mosaic: Mosaic, he
         out, heat=heat, mosaic=mosaic, downsample=K, threshold=THRESHOLD, progress=reports.append
     )
     assert sorted(p.name for p in out.iterdir()) == [
-        "heatmap.dzi",
+        "heat.dzi",
+        "heat_files",
+        "heat_histogram.json",
         "heatmap.tif",
-        "heatmap_files",
-        "mask.dzi",
         "mask.tif",
-        "mask_files",
-        "mosaic.dzi",
-        "mosaic_files",
         "regions.geojson",
     ]
     assert result.positive_pixels == 20 * 30 + 10 * 20
     assert result.regions == 2
-    steps = ["heatmap_tif", "mask_tif", "regions", "mosaic_dzi", "heatmap_dzi", "mask_dzi"]
+    steps = ["heatmap_tif", "mask_tif", "regions", "heat_dzi", "histogram"]
     assert list(result.timings) == steps and all(t >= 0 for t in result.timings.values())
     assert reports == [Progress("export", i, len(steps)) for i in range(1, len(steps) + 1)]
+
+
+def test_the_layers_are_listed_with_their_sizes(tmp_path: Path, mosaic: Mosaic, heat: np.ndarray) -> None:
+    layers = write_outputs(tmp_path, heat=heat, mosaic=mosaic, downsample=K, threshold=THRESHOLD).layers
+    tiles = {"tile_size": TILE_SIZE, "overlap": OVERLAP}
+    assert layers == {
+        "mosaic": {"width": WIDTH, "height": HEIGHT, "format": "jpg", "scale": 1, **tiles},
+        "heat": {"width": 150, "height": 100, "format": "png", "scale": K, "bits": 8, **tiles},
+        "heatmap": {
+            "width": 150,
+            "height": 100,
+            "format": "png",
+            "scale": K,
+            "rendered_from": "heat",
+            **tiles,
+        },
+        "mask": {"width": 150, "height": 100, "format": "png", "scale": K, "rendered_from": "heat", **tiles},
+    }
 
 
 def test_heatmap_tif_is_the_heatmap_in_float32(tmp_path: Path, mosaic: Mosaic, heat: np.ndarray) -> None:
@@ -90,6 +107,36 @@ def test_heatmap_tif_is_the_heatmap_in_float32(tmp_path: Path, mosaic: Mosaic, h
     image = pyvips.Image.new_from_file(str(tmp_path / "heatmap.tif"))
     assert (image.width, image.height, image.bands, image.format) == (150, 100, 1, "float")
     np.testing.assert_array_equal(pixels(tmp_path / "heatmap.tif"), heat)
+
+
+def tiff_tags(path: Path) -> dict[int, Any]:
+    with Image.open(path) as tiff:
+        return dict(tiff.tag_v2)  # type: ignore[attr-defined]
+
+
+def test_both_tiffs_record_the_processing_pixel_size(
+    tmp_path: Path, mosaic: Mosaic, heat: np.ndarray
+) -> None:
+    write_outputs(tmp_path, heat=heat, mosaic=mosaic, downsample=K, threshold=THRESHOLD, pixel_size_um=2.0)
+    for name in ("heatmap.tif", "mask.tif"):
+        tags = tiff_tags(tmp_path / name)
+        # XResolution (282), YResolution (283): 5000 px per centimetre (ResolutionUnit 296 = 3) is 2 um/px.
+        assert (float(tags[282]), float(tags[283]), tags[296]) == (5000.0, 5000.0, 3), name
+        image = pyvips.Image.new_from_file(str(tmp_path / name))
+        assert image.xres == pytest.approx(1000 / 2.0) and image.yres == pytest.approx(1000 / 2.0)
+
+
+def test_without_a_pixel_size_the_tiffs_carry_libvips_placeholder(
+    tmp_path: Path, mosaic: Mosaic, heat: np.ndarray
+) -> None:
+    write_outputs(tmp_path, heat=heat, mosaic=mosaic, downsample=K, threshold=THRESHOLD)
+    tags = tiff_tags(tmp_path / "heatmap.tif")
+    assert (round(float(tags[282]), 1), tags[296]) == (25.4, 2)  # 1 px/mm as 25.4 per inch: no pixel size
+
+
+def test_a_non_positive_pixel_size_is_refused(tmp_path: Path, mosaic: Mosaic, heat: np.ndarray) -> None:
+    with pytest.raises(ValueError, match="pixel_size_um must be > 0"):
+        write_outputs(tmp_path, heat=heat, mosaic=mosaic, downsample=K, threshold=THRESHOLD, pixel_size_um=0)
 
 
 def test_a_disk_backed_heatmap_is_written_chunk_by_chunk_with_its_values(
@@ -106,6 +153,7 @@ def test_a_disk_backed_heatmap_is_written_chunk_by_chunk_with_its_values(
     write_outputs(out, heat=mapped, mosaic=mosaic, downsample=K, threshold=THRESHOLD)
     np.testing.assert_array_equal(pixels(out / "heatmap.tif"), heat)
     np.testing.assert_array_equal(pixels(out / "mask.tif"), np.where(heat >= THRESHOLD, 255, 0))
+    assert json.loads((out / "heat_histogram.json").read_text())["counts"] == heat_histogram(heat)
 
 
 def test_mask_tif_is_heat_at_or_above_the_threshold(tmp_path: Path, mosaic: Mosaic, heat: np.ndarray) -> None:
@@ -133,88 +181,51 @@ def test_regions_geojson_outlines_both_blocks_at_full_resolution(
     }
 
 
-def test_the_three_deep_zoom_layers_have_the_mosaic_full_resolution_geometry(
+def test_the_histogram_gives_the_area_at_every_threshold_of_its_grid(
     tmp_path: Path, mosaic: Mosaic, heat: np.ndarray
 ) -> None:
     write_outputs(tmp_path, heat=heat, mosaic=mosaic, downsample=K, threshold=THRESHOLD)
-    top = math.ceil(math.log2(max(WIDTH, HEIGHT)))  # levels down to one pixel: 0 .. 10
-    columns, rows = math.ceil(WIDTH / TILE_SIZE), math.ceil(HEIGHT / TILE_SIZE)
-    for layer, fmt in (("mosaic", "jpg"), ("heatmap", "png"), ("mask", "png")):
-        assert dzi_size(tmp_path / f"{layer}.dzi") == {
-            "xmlns": "http://schemas.microsoft.com/deepzoom/2008",
-            "Format": fmt,
-            "Overlap": str(OVERLAP),
-            "TileSize": str(TILE_SIZE),
-            "Width": str(WIDTH),
-            "Height": str(HEIGHT),
-        }
-        files = tmp_path / f"{layer}_files"
-        assert sorted(int(p.name) for p in files.iterdir() if p.is_dir()) == list(range(top + 1))
-        assert [p.name for p in files.iterdir() if not p.is_dir()] == ["vips-properties.xml"]  # libvips'
-        assert sorted(p.name for p in (files / str(top)).iterdir()) == sorted(
-            f"{c}_{r}.{fmt}" for c in range(columns) for r in range(rows)
-        )
-        assert [p.name for p in (files / "0").iterdir()] == [f"0_0.{fmt}"]
-        # Tiles carry one pixel of overlap on each inner side: the last column is 600 - 2 x 254 + 1 wide.
-        first = Image.open(files / str(top) / f"0_0.{fmt}")
-        last = Image.open(files / str(top) / f"{columns - 1}_{rows - 1}.{fmt}")
-        assert first.size == (TILE_SIZE + OVERLAP, TILE_SIZE + OVERLAP)
-        assert last.size == (
-            WIDTH - (columns - 1) * TILE_SIZE + OVERLAP,
-            HEIGHT - (rows - 1) * TILE_SIZE + OVERLAP,
-        )
+    histogram = json.loads((tmp_path / "heat_histogram.json").read_text(encoding="utf-8"))
+    counts = histogram["counts"]
+    assert histogram["bins"] == HISTOGRAM_BINS == len(counts) and sum(counts) == heat.size
+    for k in (0, 100, 250, 399, 400, 500, 799, 800, 801, 999):
+        assert sum(counts[k:]) == int(np.count_nonzero(heat >= np.float32(k / HISTOGRAM_BINS))), k
 
 
-def full_resolution(tmp_path: Path, layer: str) -> np.ndarray:
-    """The top level of a PNG layer joined back into one RGBA image (tiles without their overlap)."""
-    level = tmp_path / f"{layer}_files" / str(math.ceil(math.log2(max(WIDTH, HEIGHT))))
-    whole = np.zeros((HEIGHT, WIDTH, 4), np.uint8)
-    for tile in level.iterdir():
-        c, r = (int(v) for v in tile.stem.split("_"))
-        pixels = np.asarray(Image.open(tile).convert("RGBA"))
-        y0, x0 = r * TILE_SIZE - (OVERLAP if r else 0), c * TILE_SIZE - (OVERLAP if c else 0)
-        whole[y0 : y0 + pixels.shape[0], x0 : x0 + pixels.shape[1]] = pixels
-    return whole
+def test_heat_one_falls_in_the_last_bin() -> None:
+    counts = heat_histogram(np.array([[0.0, 0.9995, 1.0]], np.float32), bins=1000)
+    assert counts[0] == 1 and counts[999] == 2 and sum(counts) == 3
 
 
-def test_the_mask_layer_is_the_mask_tif_zoomed_by_the_factor(
+def test_the_heat_pyramid_is_the_heat_in_grey_at_processing_resolution(
     tmp_path: Path, mosaic: Mosaic, heat: np.ndarray
 ) -> None:
     write_outputs(tmp_path, heat=heat, mosaic=mosaic, downsample=K, threshold=THRESHOLD)
-    overlay = full_resolution(tmp_path, "mask")
-    inside = np.kron(heat >= THRESHOLD, np.ones((K, K), bool))
-    np.testing.assert_array_equal(overlay[inside], np.broadcast_to(MASK_RGBA, (int(inside.sum()), 4)))
-    np.testing.assert_array_equal(overlay[~inside][:, 3], 0)
+    w, h = 150, 100
+    top = math.ceil(math.log2(max(w, h)))  # levels down to one pixel: 0 .. 8
+    assert dzi_size(tmp_path / "heat.dzi") == {
+        "xmlns": "http://schemas.microsoft.com/deepzoom/2008",
+        "Format": "png",
+        "Overlap": str(OVERLAP),
+        "TileSize": str(TILE_SIZE),
+        "Width": str(w),
+        "Height": str(h),
+    }
+    files = tmp_path / "heat_files"
+    assert sorted(int(p.name) for p in files.iterdir() if p.is_dir()) == list(range(top + 1))
+    [tile] = (files / str(top)).iterdir()
+    grey = Image.open(tile)
+    assert (grey.mode, grey.size) == ("L", (w, h))
+    np.testing.assert_array_equal(np.asarray(grey), np.rint(heat * 255).astype(np.uint8))
 
 
-def test_the_heatmap_layer_colours_the_heat_through_the_lookup_table(
-    tmp_path: Path, mosaic: Mosaic, heat: np.ndarray
-) -> None:
-    write_outputs(tmp_path, heat=heat, mosaic=mosaic, downsample=K, threshold=THRESHOLD)
-    coloured = full_resolution(tmp_path, "heatmap")
-    lut = rgba_lut()
-    # Inside a block (away from its edge, where the linear upsampling blends) the colour is lut[round(255 h)].
-    np.testing.assert_array_equal(coloured[100:140, 140:220], np.broadcast_to(lut[204], (40, 80, 4)))
-    np.testing.assert_array_equal(coloured[290:310, 410:470], np.broadcast_to(lut[128], (20, 60, 4)))
-
-
-def test_the_mosaic_layer_keeps_the_mosaic(tmp_path: Path, mosaic: Mosaic, heat: np.ndarray) -> None:
-    write_outputs(tmp_path, heat=heat, mosaic=mosaic, downsample=K, threshold=THRESHOLD)
-    tile = np.asarray(Image.open(tmp_path / "mosaic_files" / "10" / "0_0.jpg").convert("L"), dtype=float)
-    original = np.asarray(mosaic.image.numpy(), dtype=float)[: tile.shape[0], : tile.shape[1]]
-    assert np.abs(tile - original).mean() < 2.0  # JPEG at quality 85
-
-
-def test_a_mosaic_not_divisible_by_the_factor_keeps_its_full_size(tmp_path: Path, heat: np.ndarray) -> None:
+def test_a_mosaic_not_divisible_by_the_factor_lists_its_full_size(tmp_path: Path, heat: np.ndarray) -> None:
     Image.fromarray(np.full((HEIGHT + 3, WIDTH + 2), 90, np.uint8)).save(tmp_path / "odd.png")
     odd = open_mosaic(tmp_path / "odd.png", max_pixels=1 << 30)
-    write_outputs(tmp_path, heat=heat, mosaic=odd, downsample=K, threshold=THRESHOLD)
-    for layer in ("mosaic", "heatmap", "mask"):
-        size = dzi_size(tmp_path / f"{layer}.dzi")
-        assert (size["Width"], size["Height"]) == (str(WIDTH + 2), str(HEIGHT + 3))
-    corner = np.asarray(Image.open(tmp_path / "mask_files" / "10" / "2_1.png").convert("RGBA"))
-    assert corner.shape[:2] == (HEIGHT + 3 - TILE_SIZE + OVERLAP, WIDTH + 2 - 2 * TILE_SIZE + OVERLAP)
-    assert (corner[-3:, :, 3] == 0).all() and (corner[:, -2:, 3] == 0).all()  # past the heatmap: no mask
+    layers = write_outputs(tmp_path, heat=heat, mosaic=odd, downsample=K, threshold=THRESHOLD).layers
+    assert (layers["mosaic"]["width"], layers["mosaic"]["height"]) == (WIDTH + 2, HEIGHT + 3)
+    # The heat covers 150 x 4 = 600 of the 602 columns: the viewer draws it 600 / 602 of the mosaic wide.
+    assert layers["heat"]["width"] * layers["heat"]["scale"] == WIDTH
 
 
 def test_write_summary_writes_indented_json(tmp_path: Path) -> None:

@@ -1,0 +1,110 @@
+"""Result layers as the API serves them: which file a layer's descriptor or tile is, and the coloured tiles.
+
+A result written since pyramids are per mosaic stores its heat once, as an 8-bit grey pyramid at processing
+resolution (``heat.dzi``); the heatmap and the mask are that pyramid's tiles coloured on request
+(:mod:`worker.io.tiles`), so one descriptor serves both and any colormap or threshold costs no pass over the
+heatmap. A result written before has the three full-resolution layers as files, served as they are.
+Regions at another threshold than the job's are computed from ``heatmap.tif`` once and kept in the result's
+``cache/`` folder, which goes with the result when it expires.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyvips
+
+from worker.contract import HEAT_LAYER, HEATMAP_TIFF, REGIONS_GEOJSON, RENDERED_LAYERS, RESULT_CACHE
+from worker.io.colormap import HEATMAP_COLORMAP, TRANSPARENT_BELOW, colormap_names
+from worker.io.regions import regions_geojson
+from worker.io.tiles import DziGeometry, heat_tile, mask_tile, read_dzi
+
+RENDER_VERSION = "1"
+"""Part of every coloured tile's ETag: bump it when the same URL starts to give other pixels."""
+
+
+@dataclass(frozen=True)
+class TileStyle:
+    """How a heat tile is coloured: the heatmap by colormap and fade, the mask by threshold."""
+
+    colormap: str = HEATMAP_COLORMAP
+    transparent_below: float = TRANSPARENT_BELOW
+    threshold: float = 0.5
+
+    def key(self, layer: str) -> str:
+        if layer == "mask":
+            return f"threshold={self.threshold!r}"
+        return f"colormap={self.colormap}&transparent_below={self.transparent_below!r}"
+
+
+def is_rendered(folder: Path) -> bool:
+    """Whether the result in ``folder`` stores the heat pyramid (written since pyramids are per mosaic)."""
+    return (folder / f"{HEAT_LAYER}.dzi").is_file()
+
+
+def check_colormap(name: str) -> None:
+    if name not in colormap_names():
+        raise ValueError(f"unknown colormap {name!r}; colormaps are {', '.join(colormap_names())}")
+
+
+@functools.lru_cache(maxsize=256)
+def _geometry(path: str, _mtime_ns: int) -> DziGeometry:
+    return read_dzi(Path(path))
+
+
+def heat_geometry(folder: Path) -> DziGeometry:
+    path = folder / f"{HEAT_LAYER}.dzi"
+    return _geometry(str(path), path.stat().st_mtime_ns)
+
+
+def heat_tile_path(folder: Path, level: int, col: int, row: int) -> Path:
+    """The grey tile of the heat pyramid; raises ``OutsidePyramid`` for a level or tile it lacks."""
+    geometry = heat_geometry(folder)
+    geometry.check_tile(level, col, row)
+    return folder / f"{HEAT_LAYER}_files" / str(level) / f"{col}_{row}.{geometry.format}"
+
+
+def etag(job_id: str, layer: str, level: int, col: int, row: int, style: TileStyle) -> str:
+    """A strong ETag of one coloured tile: the same URL always gives the same bytes."""
+    text = f"{RENDER_VERSION}|{job_id}|{layer}|{level}|{col}|{row}|{style.key(layer)}"
+    return '"' + hashlib.sha256(text.encode()).hexdigest()[:32] + '"'
+
+
+def render_tile(grey: Path, layer: str, style: TileStyle) -> bytes:
+    """A coloured PNG tile of ``layer`` (heatmap or mask) from the heat tile file ``grey``."""
+    if layer not in RENDERED_LAYERS:
+        raise ValueError(f"layer {layer!r} is not coloured on request")
+    data = grey.read_bytes()
+    if layer == "mask":
+        return mask_tile(data, threshold=style.threshold)
+    return heat_tile(data, colormap=style.colormap, transparent_below=style.transparent_below)
+
+
+def regions_at(folder: Path, threshold: float, *, job_threshold: float, downsample: int) -> Path:
+    """The regions GeoJSON of the result in ``folder`` at ``threshold``, computed once and kept."""
+    if threshold == job_threshold:
+        return folder / REGIONS_GEOJSON
+    cache = folder / RESULT_CACHE
+    path = cache / f"regions-{threshold!r}.geojson"
+    if path.is_file():
+        return path
+    heat = np.asarray(pyvips.Image.new_from_file(str(folder / HEATMAP_TIFF)).numpy())
+    geojson: dict[str, Any] = regions_geojson(heat >= threshold, scale=float(downsample))
+    del heat
+    cache.mkdir(exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".regions-", suffix=".tmp", dir=cache)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(geojson, fh)
+        os.replace(tmp, path)  # concurrent requests for one threshold each write all of it; one wins
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return path
