@@ -72,6 +72,14 @@ class MosaicWorker(SimpleWorker):
         self.stop_asked = True
         super().request_stop(signum, frame)  # type: ignore[arg-type]
 
+    def heartbeat(self, timeout: int | None = None, pipeline: object = None) -> None:
+        """RQ's heartbeat; and if this worker's registration is gone (a Redis that came back without
+        its data), register again, so that the API counts this worker as live."""
+        if pipeline is None and not self.connection.exists(self.key):
+            log.warning("worker registration lost (Redis restarted?); registering again")
+            self.register_birth()
+        super().heartbeat(timeout, pipeline)  # type: ignore[arg-type]
+
     def execute_job(self, job: Job, queue: Queue) -> None:
         stop = threading.Event()
         beat = threading.Thread(target=self._beat_until, args=(stop,), name="job-heartbeat", daemon=True)

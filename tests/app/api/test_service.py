@@ -368,6 +368,7 @@ def test_killed_worker_job_is_retried_then_failed_with_a_reason(
     failed = wait_status(alice, job_id, "failed", "finished", timeout=60)
     assert failed["status"] == "failed"
     assert failed["error"]["code"] == "worker_lost" and "killed" in failed["error"]["message"]
+    assert failed["finished_at"] is not None and failed["finished_at"] >= failed["started_at"]
 
 
 def test_the_service_logs_hold_no_token(service: Service) -> None:

@@ -1,0 +1,200 @@
+"""Faults against the real service (uvicorn API and a worker as subprocesses) on a Redis of its own that
+the tests kill: the API answers 503 while Redis is down and the worker waits for it; identical concurrent
+submissions make one job; a killed worker's job is queued again within seconds; a mosaic deleted under a
+queued job fails as ``mosaic_gone``."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.app.conftest import Service, texture_png, wait_for
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.slow
+
+TINY = {"pixel_size_um": 2.0}
+
+
+class RedisServer:
+    """A ``redis-server`` that keeps nothing on disk, on a fixed port so that it can be started again."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        assert binary is not None, "redis-server is not installed"
+        self.proc = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.workdir),
+             "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("faults-redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        if server.proc is not None and server.proc.poll() is None:
+            server.kill()
+
+
+@pytest.fixture(scope="module")
+def svc(
+    service_env: dict[str, str], redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Service]:
+    service = Service(dict(service_env, REDIS_URL=redis_server.url), tmp_path_factory.mktemp("logs"))
+    try:
+        service.start_worker("w1")
+        service.start_api()
+        service.wait_workers(1)
+        yield service
+    finally:
+        service.stop()
+
+
+@pytest.fixture(scope="module")
+def alice(svc: Service) -> Iterator[httpx.Client]:
+    with svc.client("alice") as client:
+        yield client
+
+
+def upload(client: httpx.Client, path: Path) -> str:
+    with path.open("rb") as fh:
+        response = client.post("/v1/mosaics", files={"file": (path.name, fh)})
+    assert response.status_code in (200, 201), response.text
+    return str(response.json()["id"])
+
+
+def job(client: httpx.Client, job_id: str) -> dict[str, Any]:
+    response = client.get(f"/v1/jobs/{job_id}")
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def wait_status(client: httpx.Client, job_id: str, *statuses: str, timeout: float = 120) -> dict[str, Any]:
+    def reached() -> dict[str, Any] | None:
+        body = job(client, job_id)
+        return body if body["status"] in statuses else None
+
+    return dict(wait_for(reached, timeout=timeout, what=f"job {job_id} to be {'/'.join(statuses)}"))
+
+
+def test_while_redis_is_down_the_api_answers_503_and_the_worker_waits(
+    svc: Service, redis_server: RedisServer, alice: httpx.Client, tmp_path: Path
+) -> None:
+    mosaic = upload(alice, texture_png(tmp_path / "a.png", 256))
+    before = alice.post("/v1/jobs", json={"mosaic_id": mosaic, **TINY, "step": 60})
+    job_id = before.json()["id"]
+    wait_status(alice, job_id, "finished")
+    worker_pid = next(iter(svc.workers.values())).pid
+
+    redis_server.kill()
+    down = [
+        alice.get("/v1/jobs"),
+        alice.get(f"/v1/jobs/{job_id}"),
+        alice.post("/v1/jobs", json={"mosaic_id": mosaic, **TINY, "step": 50}),
+        alice.delete(f"/v1/jobs/{job_id}"),
+        alice.get(f"/v1/jobs/{job_id}/files/summary.json"),
+    ]
+    for response in down:
+        assert response.status_code == 503, (response.request.url, response.text)
+        assert response.json()["code"] == "queue_unavailable" and int(response.headers["retry-after"]) > 0
+    assert alice.get("/healthz").json() == {"status": "ok"}  # the process answers
+    ready = alice.get("/readyz")
+    assert ready.status_code == 503 and ready.json() == {"ready": False, "redis": False, "workers": 0}
+    assert alice.get("/v1/mosaics").status_code == 200  # what needs no queue goes on
+    time.sleep(3)
+    assert all(p.poll() is None for p in svc.workers.values())  # the worker waits, it does not exit
+
+    redis_server.start()  # back, empty (this Redis keeps nothing)
+    started = time.monotonic()
+    wait_for(
+        lambda: alice.get("/readyz").json()["workers"] == 1, timeout=90, what="the worker to register again"
+    )
+    print(f"worker live again {time.monotonic() - started:.1f} s after Redis came back")
+    assert next(iter(svc.workers.values())).pid == worker_pid  # the same process: no model reload
+    again = alice.post("/v1/jobs", json={"mosaic_id": mosaic, **TINY, "step": 60})
+    assert again.status_code == 202, again.text
+    assert wait_status(alice, again.json()["id"], "finished", "failed")["status"] == "finished"
+
+
+def test_identical_concurrent_submissions_make_one_job(alice: httpx.Client, tmp_path: Path) -> None:
+    mosaic = upload(alice, texture_png(tmp_path / "b.png", 256, seed=3))
+    body = {"mosaic_id": mosaic, **TINY, "step": 33}
+    with ThreadPoolExecutor(10) as pool:
+        responses = list(pool.map(lambda _: alice.post("/v1/jobs", json=body), range(10)))
+    assert {r.status_code for r in responses} <= {200, 202}, [r.text for r in responses]
+    ids = {r.json()["id"] for r in responses}
+    print(f"10 identical concurrent submissions gave {len(ids)} job(s)")
+    assert len(ids) == 1
+    assert sum(not r.json()["reused"] for r in responses) == 1
+
+
+def test_a_killed_workers_job_is_queued_again_within_seconds(
+    svc: Service, alice: httpx.Client, real_tile: Path
+) -> None:
+    mosaic = upload(alice, real_tile)
+    job_id = alice.post("/v1/jobs", json={"mosaic_id": mosaic, **TINY, "step": 7}).json()["id"]
+    wait_for(
+        lambda: (job(alice, job_id)["windows_done"] or 0) > 0, timeout=120, what="the job to compute windows"
+    )
+    svc.kill_worker(next(iter(svc.workers)))
+    killed = time.monotonic()
+    requeued = wait_for(
+        lambda: (body := job(alice, job_id))["status"] == "queued" and body,
+        timeout=60,
+        what="the job to be queued again",
+    )
+    back_s = time.monotonic() - killed
+    heartbeat_s = int(svc.env["RCMSEG_JOB_HEARTBEAT_S"])
+    print(f"killed worker's job queued again after {back_s:.1f} s (heartbeat {heartbeat_s} s)")
+    assert back_s < heartbeat_s + 5 and requeued["attempts"] == 1
+    svc.start_worker("w2")
+    body = wait_for(
+        lambda: (b := job(alice, job_id))["attempts"] == 2 and b, timeout=120, what="the retry to start"
+    )
+    assert alice.delete(f"/v1/jobs/{job_id}").status_code == 202  # no need to finish it
+    assert body["status"] in ("running", "queued")
+    ended = wait_status(alice, job_id, "canceled", "finished", "failed")
+    assert ended["finished_at"] is not None
+
+
+def test_a_mosaic_deleted_under_a_queued_job_fails_as_mosaic_gone(
+    svc: Service, alice: httpx.Client, tmp_path: Path
+) -> None:
+    for name in list(svc.workers):
+        svc.kill_worker(name)  # nothing takes the job until the mosaic is gone
+    mosaic = upload(alice, texture_png(tmp_path / "c.png", 256, seed=5))
+    job_id = alice.post("/v1/jobs", json={"mosaic_id": mosaic, **TINY, "step": 60}).json()["id"]
+    assert alice.delete(f"/v1/mosaics/{mosaic}").status_code == 204
+    svc.start_worker("w3")
+    failed = wait_status(alice, job_id, "failed", "finished")
+    assert failed["error"]["code"] == "mosaic_gone", failed
+    assert failed["finished_at"] is not None
+    worker_log = next(svc.logs.glob("w3-*.log")).read_text()
+    line = next(li for li in worker_log.splitlines() if "mosaic_gone" in li)
+    assert '"level": "warning"' in line
+    assert "Traceback" not in worker_log
