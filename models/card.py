@@ -2,11 +2,34 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from models.errors import InvalidModel
+
+PAPER_SIGMA_WINDOWS = 5 / 8
+"""The paper's best CAM rows stitch with sigma = 5 x the output stride of 32 px at 256 px windows (160 px)."""
+
+
+class MethodDefaults(BaseModel):
+    """The defaults of a model's method: what a request that does not say gets.
+
+    ``sigma_px`` is the Gaussian's sigma in processing pixels; ``None`` is plain averaging. ``chosen_by``
+    says how they were chosen (for the shipped model: the command of its validation run).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cam: Literal["cam", "scorecam"] = "cam"
+    step: int = Field(25, ge=1)
+    sigma_px: float | None = Field(gt=0)
+    threshold: float = Field(ge=0, le=1)
+    chosen_by: str = ""
+
+    def value_of(self, name: str) -> Any:
+        """A default by the engine's field name (``sigma`` for ``sigma_px``)."""
+        return self.sigma_px if name == "sigma" else getattr(self, name)
 
 
 class ModelCard(BaseModel):
@@ -30,6 +53,22 @@ class ModelCard(BaseModel):
     threshold: float = Field(ge=0, le=1)
     training: dict[str, Any] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict)
+    defaults: MethodDefaults | None = None
+    intended_use: str = ""
+    """What the model is fit for, said beside every result (for the shipped model: not for diagnosis)."""
+
+    def method_defaults(self) -> MethodDefaults:
+        """The card's own defaults, or the paper's method (CAM, step 25, sigma 5/8 of the window) with the
+        card's threshold for a card that has none."""
+        if self.defaults is not None:
+            return self.defaults
+        return MethodDefaults(
+            cam="cam",
+            step=25,
+            sigma_px=self.window * PAPER_SIGMA_WINDOWS,
+            threshold=self.threshold,
+            chosen_by="the paper's best CAM row (D'Alonzo et al. 2021, Table 2)",
+        )
 
 
 def parse_card(data: object, *, source: str) -> ModelCard:

@@ -15,9 +15,14 @@ class RcmSegError(Exception):
 
 
 class InvalidParameter(RcmSegError, ValueError):
-    """An option or request field is out of range."""
+    """An option or request field is out of range; ``field`` names it where the message does not start
+    with its name."""
 
     code = "invalid_parameter"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class InvalidModel(RcmSegError, ValueError):

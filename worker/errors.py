@@ -31,3 +31,9 @@ class JobCanceled(RcmSegError):
     """Raised between batches when the caller asked the engine to stop."""
 
     code = "canceled"
+
+
+class ExportFailed(RcmSegError, OSError):
+    """The results could not be written (a full disk, a read-only or vanished folder)."""
+
+    code = "export_failed"

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from worker.engine.params import DEFAULT_INPUT_PIXEL_SIZE_UM
 
@@ -38,9 +38,10 @@ class MosaicList(BaseModel):
 
 
 class JobCreate(BaseModel):
-    """Segment an uploaded mosaic. Omitted fields take the engine's defaults."""
+    """Segment an uploaded mosaic. Omitted method fields (cam, step, sigma_px, threshold) take the model
+    card's defaults (``defaults`` in GET /v1/models); the result's summary says which came from where."""
 
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), allow_inf_nan=False)
 
     mosaic_id: str = Field(pattern=ID, description="From POST /v1/mosaics.")
     model: str | None = Field(
@@ -50,18 +51,35 @@ class JobCreate(BaseModel):
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
         description="A model of GET /v1/models; default RCMSEG_DEFAULT_MODEL.",
     )
-    cam: Literal["cam", "scorecam"] = "cam"
-    step: int = Field(25, ge=1, le=4096, description="Window step in processing pixels (at most the window).")
-    sigma_px: float | None = Field(
-        None, gt=0, le=4096, description="Gaussian stitching sigma; default window/4."
+    cam: Literal["cam", "scorecam"] | None = Field(None, description="Default: the model card's.")
+    step: StrictInt | None = Field(
+        None,
+        ge=1,
+        le=4096,
+        description="Window step in processing pixels, at most the window; default: the card's.",
     )
-    threshold: float | None = Field(None, ge=0, le=1, description="Mask threshold; default the model card's.")
-    pixel_size_um: float = Field(
-        DEFAULT_INPUT_PIXEL_SIZE_UM, gt=0, le=100, description="Input pixel size; sets the downsample factor."
+    sigma_px: Annotated[float, Field(gt=0, le=4096)] | Literal["none"] | None = Field(
+        None,
+        description='Gaussian stitching sigma in processing pixels, or "none" for plain averaging; '
+        "default: the model card's.",
+    )
+    threshold: float | None = Field(None, ge=0, le=1, description="Mask threshold; default: the card's.")
+    pixel_size_um: float | None = Field(
+        None,
+        gt=0,
+        le=100,
+        description="Input pixel size in um; default: what the file records, else "
+        f"{DEFAULT_INPUT_PIXEL_SIZE_UM} (assumed, and the summary says so). Sets the downsample factor.",
     )
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    downsample: int | None = Field(None, ge=1, le=64, description="Overrides the factor from pixel_size_um.")
+    downsample: StrictInt | None = Field(
+        None, ge=1, le=64, description="Overrides the factor from pixel_size_um."
+    )
     mode: Literal["exact", "dense"] = "exact"
+
+    def engine_values(self) -> dict[str, Any]:
+        """The request in the engine's field names (``worker.engine.params.SegmentParams``)."""
+        return {**self.model_dump(exclude={"mosaic_id", "model", "sigma_px"}), "sigma": self.sigma_px}
 
 
 class JobError(BaseModel):

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+from worker.engine.params import PLAIN_AVERAGING
+
 
 def _sigma(text: str, unit: str) -> float | None:
-    if text.lower() == "none":
+    if text.lower() == PLAIN_AVERAGING:
         return None
     try:
         value = float(text)
@@ -17,9 +19,11 @@ def _sigma(text: str, unit: str) -> float | None:
     return value
 
 
-def sigma_type(text: str) -> float | None:
-    """A Gaussian sigma in processing pixels, or ``none`` for plain averaging."""
-    return _sigma(text, "a number of pixels")
+def sigma_type(text: str) -> float | str:
+    """A Gaussian sigma in processing pixels, or ``"none"`` for plain averaging (said explicitly, so that
+    an option left out can mean the model card's default)."""
+    value = _sigma(text, "a number of pixels")
+    return PLAIN_AVERAGING if value is None else value
 
 
 def sigma_units(text: str) -> float | None:

@@ -15,6 +15,7 @@ from app.cli.options import (
     positive_int,
     sigma_type,
 )
+from models.errors import InvalidParameter
 
 log = logging.getLogger("rcmseg.segment")
 
@@ -26,18 +27,24 @@ def register(sub: Any) -> None:
         "--out", type=Path, required=True, help="output folder (must not exist unless --overwrite)"
     )
     add_model_option(p)
-    p.add_argument("--step", type=positive_int, default=25, help="window step in processing px (default 25)")
+    p.add_argument(
+        "--step",
+        type=positive_int,
+        default=None,
+        help="window step in processing px (default: the model card's)",
+    )
     p.add_argument(
         "--sigma",
         type=sigma_type,
         default=None,
-        help="Gaussian sigma in processing px, or 'none' for plain averaging (default none)",
+        help="Gaussian sigma in processing px, or 'none' for plain averaging (default: the model card's)",
     )
     p.add_argument(
         "--cam",
         choices=["cam", "scorecam"],
-        default="cam",
-        help="class activation maps: cam (classic, one pass) or scorecam (one pass per channel)",
+        default=None,
+        help="class activation maps: cam (classic, one pass) or scorecam (one pass per channel); "
+        "default: the model card's",
     )
     p.add_argument(
         "--mode",
@@ -51,8 +58,8 @@ def register(sub: Any) -> None:
         "--pixel-size",
         dest="pixel_size_um",
         type=float,
-        default=0.5,
-        help="input um/px (default 0.5, VivaScope)",
+        default=None,
+        help="input um/px (default: what the file records, else 0.5 as on a VivaScope)",
     )
     p.add_argument(
         "--downsample", type=positive_int, default=None, help="integer factor; overrides --pixel-size"
@@ -70,53 +77,77 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
-def log_cost(header: Any, model: Any, params: Any) -> None:
+def log_cost(plan: Any, card: Any, params: Any, channels: int) -> None:
     """Log how many windows (and, for ScoreCAM, network passes) the mosaic will take, before it is read."""
     from models.cam.scorecam import scorecam_cost
-    from worker.engine.windows import estimate_windows
+    from worker.engine.windows import WindowGrid
 
-    factor = params.downsample_for(model.card.pixel_size_um)
-    windows = estimate_windows(
-        header.height, header.width, downsample=factor, window=model.card.window, step=params.step
-    )
+    step = 32 if params.mode == "dense" else params.step
+    windows = WindowGrid(height=plan.height, width=plan.width, window=card.window, step=step).count
+    unit = "window" if windows == 1 else "windows"
+    where = f"{plan.width} x {plan.height} px at {card.pixel_size_um:g} um/px"
+    if plan.downsample > 1:
+        where += f", the input reduced {plan.downsample}x from {plan.input_pixel_size_um:g} um/px"
     if params.cam == "scorecam":
-        channels = int(model.net.num_features)
         passes = scorecam_cost(windows, channels, params.scorecam_top_k)
+        k = min(channels, params.scorecam_top_k or channels)
         log.info(
-            "estimated cost: %d windows x (1 + %d channels) = %d forward passes",
+            "estimated cost: %d %s x (1 + %d channels) = %d forward passes (%s)",
             windows,
-            min(channels, params.scorecam_top_k or channels),
+            unit,
+            k,
             passes,
+            where,
         )
     else:
-        log.info(
-            "estimated cost: %d windows (%d x %d px at downsample %d)",
-            windows,
-            header.width // factor,
-            header.height // factor,
-            factor,
+        log.info("estimated cost: %d %s (%s)", windows, unit, where)
+    if plan.pixel_size_source == "assumed":
+        log.warning(
+            "the file records no pixel size: %g um/px assumed (give --pixel-size to override)",
+            plan.input_pixel_size_um,
         )
+
+
+def check_before_model(args: argparse.Namespace, card: Any, device: Any) -> tuple[Any, Any, Any]:
+    """Parameters, layout and plan, checked without loading the network (so errors come at once)."""
+    from worker.engine.device import default_precision
+    from worker.engine.params import SegmentParams, plan_mosaic
+    from worker.io.mosaic import VivaBlockLayout, probe
+
+    if args.out.exists() and not args.overwrite:
+        raise InvalidParameter(f"{args.out}: output folder already exists (give --overwrite to replace it)")
+    params = SegmentParams.from_values(
+        {**vars(args), "precision": args.precision or default_precision(device)},
+        defaults=card.method_defaults(),
+    )
+    layout = VivaBlockLayout(cols=args.grid_cols, serpentine=args.serpentine)
+    header = probe(args.input, max_pixels=args.max_pixels, layout=layout)
+    plan = plan_mosaic(
+        params,
+        width=header.width,
+        height=header.height,
+        file_pixel_size_um=header.pixel_size_um,
+        window=card.window,
+        model_pixel_size_um=card.pixel_size_um,
+    )
+    return params, layout, plan
 
 
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from worker.engine.device import default_precision, prepare_process, resolve_device
-    from worker.engine.params import Progress, RunOptions, SegmentParams
+    from worker.engine.device import prepare_process, resolve_device
+    from worker.engine.params import Progress, RunOptions
     from worker.engine.pipeline import segment_mosaic
     from worker.io.checkpoint import load_model
-    from worker.io.mosaic import VivaBlockLayout, probe
-    from worker.io.zoo import resolve_model
+    from worker.io.zoo import read_card, resolve_model
 
     device = resolve_device(args.device)
+    folder = resolve_model(args.model)
+    params, layout, plan = check_before_model(args, read_card(folder), device)
     prepare_process(device)
-    params = SegmentParams.from_values(
-        {**vars(args), "precision": args.precision or default_precision(device)}
-    )
-    layout = VivaBlockLayout(cols=args.grid_cols, serpentine=args.serpentine)
-    header = probe(args.input, max_pixels=args.max_pixels, layout=layout)  # fail before loading torch
-    model = load_model(resolve_model(args.model), device)
-    log_cost(header, model, params)
+    model = load_model(folder, device)
+    log_cost(plan, model.card, params, int(model.net.num_features))  # type: ignore[arg-type]
     options = RunOptions(device=args.device, batch_size=args.batch_size, max_pixels=args.max_pixels)
     bars: dict[str, tqdm] = {}
 

@@ -36,7 +36,8 @@ class BenchConfig:
     input_size: int = 12000
     downsample: int = 4
     step: int = 25
-    sigma: float | None = None
+    sigma: float | str | None = None
+    """Processing px, ``"none"`` for plain averaging, ``None`` for the model card's default."""
     precision: Precision = "fp32"
     batch_size: int | None = None
     mode: Mode = "exact"
@@ -104,7 +105,7 @@ def run_bench(model: LoadedModel, config: BenchConfig, *, workdir: Path | None =
         t0 = time.perf_counter()
         make_bench_mosaic(mosaic, config.input_size)
         generate_s = time.perf_counter() - t0
-        params = SegmentParams.from_values(asdict(config))
+        params = SegmentParams.from_values(asdict(config), defaults=model.card.method_defaults())
         options = RunOptions(batch_size=batch, workdir=str(work))
         warm = work / "warm.tif"
         make_bench_mosaic(warm, model.card.window * config.downsample * 2)

@@ -23,11 +23,20 @@ from models.precision import PRECISIONS
 from worker.engine.dense_tiles import STRIDE as DENSE_STRIDE
 from worker.engine.dense_tiles import dense_heatmap
 from worker.engine.device import default_batch_size, release_freed_memory
-from worker.engine.params import CancelFn, Progress, ProgressFn, RunOptions, SegmentParams
+from worker.engine.params import (
+    CancelFn,
+    Plan,
+    Progress,
+    ProgressFn,
+    RunOptions,
+    SegmentParams,
+    plan_mosaic,
+)
 from worker.engine.processing import processing_image
 from worker.engine.run import WindowStats, run_windows, stitch_windows
 from worker.engine.summary import RunFacts, build_summary
 from worker.engine.windows import WindowGrid
+from worker.errors import ExportFailed
 from worker.io.checkpoint import LoadedModel
 from worker.io.export import write_outputs, write_summary
 from worker.io.files import swap_into_place
@@ -124,13 +133,22 @@ def segment_mosaic(
     started = time.perf_counter()
     (progress or (lambda _p: None))(Progress("read", 0, 1))
     mosaic = open_mosaic(source, max_pixels=options.max_pixels, layout=layout)
+    header, card = mosaic.header, model.card
+    plan = plan_mosaic(
+        params,
+        width=header.width,
+        height=header.height,
+        file_pixel_size_um=header.pixel_size_um,
+        window=card.window,
+        model_pixel_size_um=card.pixel_size_um,
+    )
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     scratch = Path(tempfile.mkdtemp(prefix="rcmseg-", dir=options.workdir))
     try:
         summary = _segment_into(
             tmp,
-            Source(path=source, mosaic=mosaic, started=started),
+            Source(path=source, mosaic=mosaic, plan=plan, started=started),
             model,
             params=params,
             options=options,
@@ -164,6 +182,7 @@ class Source:
 
     path: Path
     mosaic: Mosaic
+    plan: Plan
     started: float
 
 
@@ -181,6 +200,7 @@ def _facts(
         source_name=source.path.name,
         sha256=input_sha256(source.path),
         mosaic=source.mosaic,
+        plan=source.plan,
         grid=WindowGrid(
             height=image.shape[0],
             width=image.shape[1],
@@ -206,7 +226,7 @@ def _segment_into(
     should_cancel: CancelFn | None,
 ) -> dict[str, Any]:
     """Every output of one mosaic written into the folder ``tmp``; returns the summary."""
-    downsample = params.downsample_for(model.card.pixel_size_um)
+    downsample = source.plan.downsample
     image = processing_image(
         source.mosaic, downsample, budget_bytes=options.memory_budget_bytes, workdir=scratch
     )
@@ -233,19 +253,36 @@ def _segment_into(
     timings.update({stage: stats.seconds[stage] for stage in STAGES})
 
     t2 = time.perf_counter()
-    export = write_outputs(
-        tmp,
-        heat=heat,
-        mosaic=source.mosaic,
-        downsample=downsample,
-        threshold=facts.threshold,
-        progress=progress,
-    )
+    try:
+        export = write_outputs(
+            tmp,
+            heat=heat,
+            mosaic=source.mosaic,
+            downsample=downsample,
+            threshold=facts.threshold,
+            progress=progress,
+        )
+    except (pyvips.Error, OSError) as exc:
+        raise export_failed(exc) from None
     timings.update(export.timings)
     timings["export_total"] = time.perf_counter() - t2
     timings["total"] = time.perf_counter() - source.started
     summary = build_summary(
         facts, model=model, params=params, stats=stats, export=export, covered=covered, timings=timings
     )
-    write_summary(tmp, summary)
+    try:
+        write_summary(tmp, summary)
+    except OSError as exc:
+        raise export_failed(exc) from None
     return summary
+
+
+def export_failed(exc: Exception) -> ExportFailed:
+    """The error for results that could not be written (a full disk, a read-only folder): the OS's reason,
+    never a complaint about the input."""
+    if isinstance(exc, OSError):
+        reason = exc.strerror or str(exc)
+    else:
+        lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+        reason = lines[-1] if lines else str(exc)
+    return ExportFailed(f"writing the results failed: {reason}")

@@ -20,6 +20,9 @@ import torch
 from models.cam.classic import upsample_maps
 from models.errors import InvalidParameter
 
+WEIGHT_FLOOR = float(np.finfo(np.float32).tiny)
+"""The smallest normal float32 (1.2e-38): the floor under the Gaussian weights."""
+
 
 @functools.lru_cache(maxsize=16)
 def _gaussian_1d(size: int, sigma: float) -> np.ndarray:
@@ -37,7 +40,11 @@ def gaussian_weights(size: int, sigma: float | None) -> np.ndarray:
     if not sigma > 0:
         raise InvalidParameter(f"sigma must be > 0, got {sigma}")
     g = _gaussian_1d(size, float(sigma))
-    return np.outer(g, g).astype(np.float32)
+    # Only underflow is caught: a weight that float32 cannot hold (below its smallest normal number) would
+    # drop the pixels that only a window's far tail covers out of the heatmap. Every weight the formula
+    # gives above that floor is kept exactly, so heatmaps for sigmas of a sixteenth of the window and more
+    # are unchanged (their smallest weight, at a window's corner, is far above it).
+    return np.maximum(np.outer(g, g), WEIGHT_FLOOR).astype(np.float32)
 
 
 class HeatSink(Protocol):

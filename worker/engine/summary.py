@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from worker.engine.params import SegmentParams
+from worker.engine.params import Plan, SegmentParams
 from worker.engine.run import WindowStats
 from worker.engine.windows import WindowGrid
 from worker.io.checkpoint import LoadedModel
@@ -24,6 +24,7 @@ class RunFacts:
     sha256: str
     mosaic: Mosaic
     grid: WindowGrid
+    plan: Plan
     downsample: int
     threshold: float
     batch_size: int
@@ -53,6 +54,8 @@ def build_summary(
             "bands": header.bands,
             "bit_depth": header.bit_depth,
             "notes": facts.mosaic.notes,
+            "pixel_size_um": facts.plan.input_pixel_size_um,
+            "pixel_size_source": facts.plan.pixel_size_source,
         },
         "processing": {
             "width": grid.width,
@@ -67,6 +70,7 @@ def build_summary(
             "window": card.window,
             "batch_size": facts.batch_size,
         },
+        "method": method_provenance(params, facts.threshold),
         "step": grid.step,
         "sigma": params.sigma,
         "cam": params.cam,
@@ -82,6 +86,43 @@ def build_summary(
         "regions": export.regions,
         "layers": export.layers,
         "model": {"name": card.name, "arch": card.arch, "weights_sha256": model.weights_sha256},
+        "intended_use": card.intended_use or None,
+        "notes": fitness_notes(facts, stats, card.intended_use),
         "timings_s": {k: round(v, 4) for k, v in timings.items()},
         "version": package_version(),
     }
+
+
+def method_provenance(params: SegmentParams, threshold: float) -> dict[str, dict[str, Any]]:
+    """Each method value that ran and where it came from: the model card's defaults or the request."""
+    values = {"cam": params.cam, "step": params.step, "sigma_px": params.sigma, "threshold": threshold}
+    names = {"sigma_px": "sigma"}
+    return {
+        key: {"value": value, "source": "card" if names.get(key, key) in params.defaults_from else "request"}
+        for key, value in values.items()
+    }
+
+
+FEW_WINDOWS = 4
+"""Below this many computed windows a heatmap is mostly one window's CAM, and the summary says so."""
+
+
+def fitness_notes(facts: RunFacts, stats: WindowStats, intended_use: str) -> list[str]:
+    """What a reader must know before reading anything into this result."""
+    notes = []
+    if intended_use:
+        notes.append(f"model's intended use: {intended_use}")
+    if facts.plan.pixel_size_source == "assumed":
+        notes.append(
+            f"the file records no pixel size; {facts.plan.input_pixel_size_um:g} um/px was assumed "
+            f"(downsample factor {facts.downsample})"
+        )
+    computed = stats.total - stats.skipped
+    if computed < FEW_WINDOWS:
+        plural = "" if computed == 1 else "s"
+        notes.append(
+            f"computed from {computed} window{plural} of {facts.grid.window} px only: the heatmap is little "
+            f"more than the class activation map of th{'at' if computed == 1 else 'ose'} window{plural}, "
+            "not a sliding-window segmentation"
+        )
+    return notes

@@ -10,8 +10,10 @@ from app.api.deps import OwnerDep, QueueDep, SettingsDep, StorageDep
 from app.api.errors import FieldError, NotFound, error_responses
 from app.api.schemas import JobCreate, JobList, JobOut
 from app.api.services.identity import choose_model
+from app.storage import MosaicRecord
+from models.card import ModelCard
 from models.errors import InvalidParameter
-from worker.engine.params import SegmentParams
+from worker.engine.params import SegmentParams, plan_mosaic
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -20,14 +22,27 @@ def _base(request: Request) -> str:
     return str(request.scope.get("root_path", "")).rstrip("/")
 
 
-def _segment_params(body: JobCreate, window: int) -> SegmentParams:
-    if body.step > window:
-        raise FieldError("step", f"must be at most the model's window ({window} px), got {body.step}")
+def _segment_params(body: JobCreate, card: ModelCard, mosaic: MosaicRecord) -> SegmentParams:
+    """The request's parameters with the card's defaults, checked against the mosaic as the engine will
+    run it (the same validation as the command line's), so a job that would fail is refused now."""
     try:
-        return SegmentParams.from_values({**body.model_dump(), "sigma": body.sigma_px})
+        params = SegmentParams.from_values(body.engine_values(), defaults=card.method_defaults())
+        plan_mosaic(
+            params,
+            width=mosaic.width,
+            height=mosaic.height,
+            file_pixel_size_um=mosaic.pixel_size_um,
+            window=card.window,
+            model_pixel_size_um=card.pixel_size_um,
+        )
     except InvalidParameter as exc:  # the message starts with the engine's name for the field
-        field = str(exc).split(" ", 1)[0]
-        raise FieldError({"sigma": "sigma_px"}.get(field, field), str(exc)) from None
+        field = exc.field or str(exc).split(" ", 1)[0]
+        raise FieldError(FIELD_NAMES.get(field, field), str(exc)) from None
+    return params
+
+
+FIELD_NAMES = {"sigma": "sigma_px", "mosaic": "mosaic_id"}
+"""Engine field names as the request names them."""
 
 
 @router.post(
@@ -57,7 +72,7 @@ def create_job(
     if mosaic is None:
         raise NotFound(f"mosaic_id: no mosaic {body.mosaic_id!r}")
     model = choose_model(settings.model_zoo, body.model or settings.default_model)
-    params = _segment_params(body, model.card.window)
+    params = _segment_params(body, model.card, mosaic)
     requested = body.model_dump(exclude={"mosaic_id", "model"})
     job, reused = jobs.submit(owner, mosaic, model, params, requested)
     view = jobs.view(job, base=_base(request))

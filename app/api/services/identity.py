@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from app.api.errors import FieldError
@@ -49,5 +49,5 @@ def _model_identity(folder: Path) -> dict[str, str]:
 
 
 def result_key_for(mosaic_sha256: str, model: ModelChoice, params: SegmentParams) -> str:
-    identity = {"mosaic": mosaic_sha256, "model": model.identity, "params": asdict(params)}
+    identity = {"mosaic": mosaic_sha256, "model": model.identity, "params": params.identity()}
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
