@@ -9,7 +9,7 @@ result is complete exactly when its summary exists. Imports no torch, no rq.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, Final, TypedDict
+from typing import Any, Final, NotRequired, TypedDict
 
 JOB_FUNCTION: Final = "worker.queue.job.run_segment_job"
 """Dotted path of the queue job (``worker.queue.job.run_segment_job``), enqueued by name."""
@@ -28,6 +28,8 @@ class SegmentJobKwargs(TypedDict):
     """``worker.engine.params.SegmentParams`` as a dict."""
     cancel_key: str
     """The Redis key whose presence asks the job to stop."""
+    source_name: NotRequired[str]
+    """The mosaic's name as the user uploaded it, for the summary (the stored file is ``source.<ext>``)."""
 
 
 class MetaKey(StrEnum):

@@ -8,6 +8,7 @@ their own modules (:mod:`worker.engine.processing`, :mod:`worker.engine.run`,
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -124,8 +125,13 @@ def segment_mosaic(
     should_cancel: CancelFn | None = None,
     layout: VivaBlockLayout | None = None,
     overwrite: bool = False,
+    source_name: str | None = None,
 ) -> dict[str, Any]:
-    """Segment one mosaic and write every output into ``out_dir`` atomically; returns the summary."""
+    """Segment one mosaic and write every output into ``out_dir`` atomically; returns the summary.
+
+    ``source_name`` is the input's name for the summary when the file on disk is not named as the user
+    knows it (an uploaded mosaic). The folder is created with the permissions the umask gives.
+    """
     options = options or RunOptions()
     source, out_dir = Path(source), Path(out_dir)
     if out_dir.exists() and not overwrite:
@@ -144,11 +150,12 @@ def segment_mosaic(
     )
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private (0700); a result folder follows the umask
     scratch = Path(tempfile.mkdtemp(prefix="rcmseg-", dir=options.workdir))
     try:
         summary = _segment_into(
             tmp,
-            Source(path=source, mosaic=mosaic, plan=plan, started=started),
+            Source(path=source, name=source_name or source.name, mosaic=mosaic, plan=plan, started=started),
             model,
             params=params,
             options=options,
@@ -181,6 +188,7 @@ class Source:
     """An opened mosaic, the file it came from and when reading it started."""
 
     path: Path
+    name: str
     mosaic: Mosaic
     plan: Plan
     started: float
@@ -197,7 +205,7 @@ def _facts(
 ) -> RunFacts:
     card, device = model.card, next(model.net.parameters()).device
     return RunFacts(
-        source_name=source.path.name,
+        source_name=source.name,
         sha256=input_sha256(source.path),
         mosaic=source.mosaic,
         plan=source.plan,
@@ -286,3 +294,10 @@ def export_failed(exc: Exception) -> ExportFailed:
         lines = [line for line in str(exc).strip().splitlines() if line.strip()]
         reason = lines[-1] if lines else str(exc)
     return ExportFailed(f"writing the results failed: {reason}")
+
+
+def _umask() -> int:
+    """The process's umask (reading it means setting it; it is set straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

@@ -188,6 +188,7 @@ def run_segment_job(**kwargs: Unpack[SegmentJobKwargs]) -> dict[str, Any]:
                 options=runtime.options,
                 progress=reporter.progress,
                 should_cancel=reporter.should_cancel,
+                source_name=kwargs.get("source_name"),
             )
     except JobCanceled as exc:
         reporter.fail(exc.code, str(exc))

@@ -268,6 +268,7 @@ class JobQueue:
         }
         kwargs: SegmentJobKwargs = {
             "source": self.storage.source_relpath(owner, mosaic),
+            "source_name": mosaic.filename,
             "out_dir": self.storage.result_relpath(owner, result_key),
             "model": model.name,
             "params": asdict(params),

@@ -252,3 +252,26 @@ def test_a_result_from_few_windows_says_so(tmp_path: Path, tiny_model_dir: Path)
     assert summary["windows"]["computed"] == 1
     assert any("computed from 1 window of 64 px only" in note for note in summary["notes"])
     assert summary["input"]["pixel_size_source"] == "assumed"
+
+
+def test_the_result_folder_follows_the_umask_and_keeps_the_users_file_name(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    import os
+    import stat
+
+    src = tmp_path / "source.png"
+    pyvips.Image.new_from_array(tissue(64, 64)).pngsave(str(src))
+    old = os.umask(0o027)
+    try:
+        summary = segment_mosaic(
+            src,
+            load_model(tiny_model_dir),
+            tmp_path / "out",
+            params=SegmentParams(downsample=1, sigma=8.0),
+            source_name="patient 7 DEJ.png",
+        )
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "out").stat().st_mode) == 0o750
+    assert summary["input"]["name"] == "patient 7 DEJ.png"
