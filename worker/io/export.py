@@ -89,8 +89,10 @@ def heat_histogram(heat: np.ndarray, bins: int = HISTOGRAM_BINS) -> list[int]:
     """Pixel counts of heat in ``[k/bins, (k+1)/bins)``, heat 1 in the last bin; read in row chunks."""
     counts = np.zeros(bins, dtype=np.int64)
     for y in range(0, heat.shape[0], CHUNK_ROWS):
-        rows = np.asarray(heat[y : y + CHUNK_ROWS], dtype=np.float32)
-        index = np.clip((rows * bins).astype(np.int64), 0, bins - 1)
+        rows = np.asarray(
+            heat[y : y + CHUNK_ROWS], dtype=np.float64
+        )  # so h * bins >= k exactly when h >= k / bins
+        index = np.clip(np.floor(rows * bins).astype(np.int64), 0, bins - 1)
         counts += np.bincount(index.ravel(), minlength=bins)
     return [int(c) for c in counts]
 

@@ -78,6 +78,7 @@ async function onFileChosen() {
     progress.value = 1;
     form.mosaic = mosaic;
     rememberMosaic(mosaic.id, mosaic.filename || file.name);
+    document.dispatchEvent(new CustomEvent("rcmseg:mosaic-uploaded", { detail: mosaic })); // layers.js shows it
     status.textContent = (mosaic.existing ? "Uploaded before: " : "Uploaded: ") + (mosaic.filename || file.name) +
       ", " + mosaic.width + " × " + mosaic.height + " px, " + mosaic.bit_depth + "-bit";
     $("job-fields").disabled = false;

@@ -1,8 +1,14 @@
 /*
  * The OpenSeadragon viewer of a finished job: the mosaic, the heatmap above it (opacity slider), the mask
  * as a filled layer or as an outline drawn from the job's GeoJSON, a scale bar in micrometres, and the
- * navigator. All three Deep Zoom layers share the mosaic's full-resolution geometry, so they overlay
- * one to one. Tiles and descriptors are fetched with the bearer token (OpenSeadragon's AJAX loading).
+ * navigator. Tiles and descriptors are fetched with the bearer token (OpenSeadragon's AJAX loading).
+ *
+ * The mosaic is its own pyramid, shown as soon as it is ready after the upload. A result's heatmap and mask
+ * are the heat at processing resolution, coloured per tile by the API: OpenSeadragon draws every layer by
+ * its width in viewport units, so the heat is drawn `width x scale / mosaic width` wide over the mosaic.
+ * The mask threshold is live: the slider swaps the mask layer for one at the new threshold (its tiles
+ * come from the URL's `?threshold=`) and reads the area from the heat histogram, with no request per move.
+ * Results written before the heat pyramid have three full-resolution layers and no live threshold.
  */
 
 import { apiJson, authHeaders, describeError } from "./api.js";
@@ -12,6 +18,9 @@ const DEFAULT_PIXEL_SIZE_UM = 0.5;
 const MASK_FILL_OPACITY = 0.45;
 const SCALEBAR_MAX_PX = 160;
 const SVG_NS = "http://www.w3.org/2000/svg";
+const MASK_SWAP_TIMEOUT_MS = 5000;
+const MOSAIC_POLL_MS = 1000;
+const MOSAIC_POLL_MAX = 600;
 
 /** What the page shows now; exposed read-only as `window.rcmseg` for end-to-end tests. */
 export const view = {
@@ -19,7 +28,8 @@ export const view = {
   layers: {},
   pixelSizeUm: DEFAULT_PIXEL_SIZE_UM,
   seq: 0,
-  stats: { tilesLoaded: 0, tileFailures: [], layerFailures: [] },
+  threshold: null,
+  stats: { tilesLoaded: 0, tileFailures: [], layerFailures: [], maskThreshold: null, previewed: null },
 };
 
 export function initLayerControls() {
@@ -27,6 +37,10 @@ export function initLayerControls() {
   for (const radio of document.querySelectorAll("input[name=mask-mode]")) {
     radio.addEventListener("change", applyMaskMode);
   }
+  $("threshold-slider").addEventListener("input", onThresholdInput);
+  $("threshold-slider").addEventListener("change", onThresholdSettled);
+  $("threshold-reset").addEventListener("click", resetThreshold);
+  document.addEventListener("rcmseg:mosaic-uploaded", (event) => previewMosaic(event.detail));
 }
 
 function ensureViewer() {
@@ -59,12 +73,13 @@ function ensureViewer() {
   return viewer;
 }
 
-function addLayer(url, opacity) {
+/** Add a layer `width` viewport units wide (the mosaic is 1), above the others or at `index`. */
+function addLayer(url, opacity, { width = 1, index, preload = false } = {}) {
   return new Promise((resolve, reject) => {
+    const options = { tileSource: url, opacity, x: 0, y: 0, width, preload, ajaxHeaders: authHeaders() };
+    if (index !== undefined) options.index = index;
     view.viewer.addTiledImage({
-      tileSource: url,
-      opacity,
-      ajaxHeaders: authHeaders(),
+      ...options,
       success: (event) => resolve(event.item),
       error: (event) => reject(new Error(event.message || "could not load " + url)),
     });
@@ -78,18 +93,22 @@ export async function showLayers(job) {
   viewer.world.removeAll();
   view.layers = {};
   view.pixelSizeUm = job.params.pixel_size_um || DEFAULT_PIXEL_SIZE_UM;
-  loadOutline(job, seq);
+  const live = setUpThreshold(job, seq);
+  removeOutline();
+  loadOutline(job.result.geojson, seq);
   const urls = job.result.layers;
   const opacity = Number($("heatmap-opacity").value);
+  const width = live ? live.width : 1;
   try {
     // OpenSeadragon adds the items in this order whatever order their descriptors arrive in.
     const [mosaic, heatmap, mask] = await Promise.all([
       addLayer(urls.mosaic, 1),
-      addLayer(urls.heatmap, opacity),
-      addLayer(urls.mask, 0),
+      addLayer(urls.heatmap, opacity, { width }),
+      addLayer(live ? maskUrl(live.jobThreshold) : urls.mask, 0, { width }),
     ]);
     if (seq !== view.seq) return;
     view.layers = { mosaic, heatmap, mask };
+    view.stats.maskThreshold = live ? live.jobThreshold : null;
     viewer.viewport.goHome(true);
     applyMaskMode();
     $("legend").hidden = false;
@@ -104,6 +123,9 @@ export async function showLayers(job) {
 export function clearLayers() {
   view.seq += 1;
   view.layers = {};
+  view.threshold = null;
+  $("threshold-controls").hidden = true;
+  $("download-regions-at").hidden = true;
   if (view.viewer) view.viewer.world.removeAll();
   removeOutline();
   $("legend").hidden = true;
@@ -129,6 +151,196 @@ function applyMaskMode() {
   if (svg) svg.style.display = mode === "outline" ? "" : "none";
 }
 
+// -- the mosaic before any result: its own pyramid, once the prepare job has built it ---------------
+
+/** Show a just-uploaded mosaic as soon as its pyramid is ready, unless a result is opened meanwhile. */
+async function previewMosaic(mosaic) {
+  if (!mosaic || !mosaic.dzi) return;
+  const seq = ++view.seq;
+  let record = mosaic;
+  for (let i = 0; record.pyramid !== "ready" && i < MOSAIC_POLL_MAX; i++) {
+    await new Promise((resolve) => setTimeout(resolve, MOSAIC_POLL_MS));
+    if (seq !== view.seq) return;
+    try {
+      record = await apiJson("v1/mosaics/" + mosaic.id);
+    } catch (error) {
+      return; // deleted, or signed out: nothing to preview
+    }
+  }
+  if (seq !== view.seq || record.pyramid !== "ready" || typeof OpenSeadragon === "undefined") return;
+  const viewer = ensureViewer();
+  viewer.world.removeAll();
+  removeOutline();
+  try {
+    const item = await addLayer(record.dzi.replace(/^\//, ""), 1);
+    if (seq !== view.seq) return;
+    view.layers = { mosaic: item };
+    view.stats.previewed = mosaic.id;
+    $("stage-empty").hidden = true;
+    viewer.viewport.goHome(true);
+    $("scalebar").hidden = false;
+    redrawOverlays();
+  } catch (error) {
+    view.stats.layerFailures.push(error.message);
+  }
+}
+
+// -- the live threshold: the mask at any threshold, the area from the heat histogram ----------------
+
+/** The live threshold's state for a result that stores its heat as a pyramid, else null (controls hidden). */
+function setUpThreshold(job, seq) {
+  const result = job.result;
+  const summary = result.summary || {};
+  const layers = summary.layers;
+  const live = layers && layers.heat && result.histogram && result.regions ? {
+    jobThreshold: Number(summary.threshold),
+    value: Number(summary.threshold),
+    width: (layers.heat.width * layers.heat.scale) / layers.mosaic.width,
+    maskBase: result.layers.mask,
+    regions: result.regions,
+    suffix: null, // suffix[k]: pixels with heat >= k / bins
+    bins: 0,
+    coveredPx: 0,
+    mm2PerPx: 0,
+    busy: false,
+    wanted: null,
+  } : null;
+  view.threshold = live;
+  $("threshold-controls").hidden = !live;
+  $("download-regions-at").hidden = !live;
+  if (!live) return null;
+  const umPerPx = (summary.processing || {}).pixel_size_um || 0;
+  live.mm2PerPx = Math.pow(umPerPx * 1e-3, 2);
+  live.coveredPx = live.mm2PerPx > 0 ? summary.scanned_area_mm2 / live.mm2PerPx : 0;
+  $("threshold-slider").value = String(live.jobThreshold);
+  showThresholdValue(live.jobThreshold);
+  $("threshold-area").textContent = "";
+  apiJson(result.histogram).then((histogram) => {
+    if (seq !== view.seq || view.threshold !== live) return;
+    const counts = histogram.counts || [];
+    const suffix = new Float64Array(counts.length + 1);
+    for (let k = counts.length - 1; k >= 0; k--) suffix[k] = suffix[k + 1] + counts[k];
+    live.suffix = suffix;
+    live.bins = counts.length;
+    showArea(live.value);
+  }).catch((error) => showMessage("The heat histogram could not be loaded: " + describeError(error)));
+  return live;
+}
+
+function maskUrl(threshold) {
+  return view.threshold.maskBase + "?threshold=" + threshold;
+}
+
+function regionsUrl(threshold) {
+  return view.threshold.regions + "?threshold=" + threshold;
+}
+
+/** The threshold the regions download should use (the slider's), or null for results without one. */
+export function currentThreshold() {
+  return view.threshold ? view.threshold.value : null;
+}
+
+export function regionsAtCurrentThreshold() {
+  return view.threshold ? regionsUrl(view.threshold.value) : null;
+}
+
+function showThresholdValue(value) {
+  $("threshold-value").textContent = value.toFixed(2);
+}
+
+/** Pixels with heat >= threshold, from the histogram (exact on its grid of 1/bins). */
+function pixelsAtOrAbove(live, threshold) {
+  const k = Math.min(live.bins, Math.max(0, Math.ceil(threshold * live.bins - 1e-6)));
+  return live.suffix[k];
+}
+
+function showArea(threshold) {
+  const live = view.threshold;
+  if (!live || !live.suffix) return;
+  const pixels = pixelsAtOrAbove(live, threshold);
+  const fraction = live.coveredPx > 0 ? pixels / live.coveredPx : 0;
+  const mm2 = pixels * live.mm2PerPx;
+  $("threshold-area").textContent = "Aspecific area at " + threshold.toFixed(2) + ": " +
+    (100 * fraction).toFixed(2) + "% (" + mm2.toFixed(3) + " mm²)";
+}
+
+function onThresholdInput() {
+  const live = view.threshold;
+  if (!live) return;
+  const value = Number($("threshold-slider").value);
+  live.value = value;
+  showThresholdValue(value);
+  showArea(value);
+  const fill = document.querySelector("input[name=mask-mode][value=fill]");
+  if (!fill.checked) {
+    fill.checked = true; // the outline follows when the slider settles; the filled mask follows at once
+    applyMaskMode();
+  }
+  live.wanted = value;
+  if (!live.busy) swapMask(live);
+}
+
+function onThresholdSettled() {
+  const live = view.threshold;
+  if (live) loadOutline(regionsUrl(live.value), view.seq, live.value);
+}
+
+function resetThreshold() {
+  const live = view.threshold;
+  if (!live) return;
+  $("threshold-slider").value = String(live.jobThreshold);
+  onThresholdInput();
+  onThresholdSettled();
+}
+
+/** Replace the mask layer by one at `live.wanted`; the old one stays until the new one has its tiles. */
+async function swapMask(live) {
+  const threshold = live.wanted;
+  const old = view.layers.mask;
+  if (!old || view.threshold !== live) return;
+  live.busy = true;
+  const seq = view.seq;
+  try {
+    const world = view.viewer.world;
+    const item = await addLayer(maskUrl(threshold), 0, {
+      width: live.width,
+      index: world.getIndexOfItem(old) + 1,
+      preload: true,
+    });
+    if (seq !== view.seq) {
+      view.viewer.world.removeItem(item);
+      return;
+    }
+    await fullyLoaded(item);
+    if (seq !== view.seq) return;
+    view.layers.mask = item;
+    view.stats.maskThreshold = threshold;
+    applyMaskMode();
+    if (world.getIndexOfItem(old) !== -1) world.removeItem(old);
+  } catch (error) {
+    view.stats.layerFailures.push(error.message);
+  } finally {
+    live.busy = false;
+    if (seq === view.seq && live.wanted !== threshold) swapMask(live);
+  }
+}
+
+function fullyLoaded(item) {
+  if (item.getFullyLoaded()) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      item.removeHandler("fully-loaded-change", onChange);
+      clearTimeout(timer);
+      resolve();
+    };
+    const onChange = (event) => {
+      if (event.fullyLoaded) done();
+    };
+    const timer = setTimeout(done, MASK_SWAP_TIMEOUT_MS);
+    item.addHandler("fully-loaded-change", onChange);
+  });
+}
+
 // -- the mask outline: an SVG over the viewer, in image pixels, moved with the viewport -------------
 
 function removeOutline() {
@@ -149,16 +361,18 @@ function geojsonPath(collection) {
   return parts.join("");
 }
 
-async function loadOutline(job, seq) {
-  removeOutline();
+/** Draw the regions of `url` as the outline; `threshold` is the one they were traced at, if not the job's. */
+async function loadOutline(url, seq, threshold) {
   let collection;
   try {
-    collection = await apiJson(job.result.geojson);
+    collection = await apiJson(url);
   } catch (error) {
     showMessage("The mask outline could not be loaded: " + describeError(error));
     return;
   }
   if (seq !== view.seq || !view.viewer) return;
+  if (threshold !== undefined && view.threshold && view.threshold.value !== threshold) return; // moved on
+  removeOutline();
   const svg = document.createElementNS(SVG_NS, "svg");
   svg.id = "mask-outline";
   svg.setAttribute("class", "mask-outline");

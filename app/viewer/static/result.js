@@ -5,6 +5,7 @@
 
 import { api, describeError } from "./api.js";
 import { jobName } from "./joblist.js";
+import { currentThreshold, regionsAtCurrentThreshold } from "./layers.js";
 import { $, formatDuration, formatNumber, formatTime, showMessage } from "./ui.js";
 
 const DEFAULT_PIXEL_SIZE_UM = 0.5;
@@ -13,6 +14,11 @@ const DOWNLOADS = {
   geojson: { url: (result) => result.geojson, suffix: "regions.geojson" },
   heatmap_tiff: { url: (result) => result.heatmap_tiff, suffix: "heatmap.tif" },
   summary: { url: (result) => result.geojson.replace(/[^/]+$/, "summary.json"), suffix: "summary.json" },
+  // The regions at the live threshold's value, traced by the API from heatmap.tif (and kept there).
+  regions_at: {
+    url: () => regionsAtCurrentThreshold(),
+    suffix: () => "regions-at-" + currentThreshold().toFixed(2) + ".geojson",
+  },
 };
 
 let shown = null;
@@ -83,7 +89,7 @@ async function download(kind) {
     const blob = await (await api(spec.url(job.result))).blob();
     const link = document.createElement("a");
     link.href = URL.createObjectURL(blob);
-    link.download = fileName(job, spec.suffix);
+    link.download = fileName(job, typeof spec.suffix === "function" ? spec.suffix() : spec.suffix);
     document.body.append(link);
     link.click();
     link.remove();

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,77 @@ def _start_job(page: Page) -> Locator:
     return row
 
 
+MASK_PIXELS = """async (thresholds) => {
+    const source = rcmseg.layers.mask.source;
+    const token = sessionStorage.getItem("rcmseg.token");
+    const counts = [];
+    for (const t of thresholds) {
+        const url = source.tilesUrl + source.maxLevel + "/0_0.png?threshold=" + t;
+        const response = await fetch(url, {headers: {Authorization: "Bearer " + token}});
+        const bitmap = await createImageBitmap(await response.blob());
+        const canvas = new OffscreenCanvas(bitmap.width, bitmap.height);
+        const context = canvas.getContext("2d");
+        context.drawImage(bitmap, 0, 0);
+        const data = context.getImageData(0, 0, bitmap.width, bitmap.height).data;
+        let inside = 0;
+        for (let i = 3; i < data.length; i += 4) if (data[i] > 0) inside++;
+        counts.push([inside, bitmap.width * bitmap.height]);
+    }
+    return counts;
+}"""
+
+
+def _wait_until(page: Page, predicate: str, *, timeout: float = 30_000) -> None:
+    """Poll the JavaScript function ``predicate`` until it returns true. (``wait_for_function`` compiles its
+    predicate with ``eval`` inside the page, which the service's Content Security Policy forbids.)"""
+    deadline = time.monotonic() + timeout / 1000
+    while not page.evaluate(predicate):
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout / 1000:.0f} s waiting for {predicate}")
+        page.wait_for_timeout(100)
+
+
+def _percent(text: str) -> float:
+    match = re.search(r"(\d+\.\d+)%", text)
+    assert match, text
+    return float(match.group(1))
+
+
+def _move_the_threshold(page: Page, network: NetworkLog) -> None:
+    """The slider redraws the mask at once (tiles at the new threshold) and the area from the histogram
+    (no request per move); the regions at that threshold download as a file; then back to the job's."""
+    slider = page.get_by_label("Mask threshold")
+    assert slider.input_value() == "0.3"
+    area = page.locator("#threshold-area")
+    area.filter(has_text="Aspecific area at 0.30:").wait_for()
+    summary_area = page.locator("#summary-list dd").first.inner_text()
+    assert _percent(area.inner_text()) == _percent(summary_area)  # the histogram agrees with the job
+    requests_before = len(network.requests)
+    slider.fill("0")
+    assert page.locator("#threshold-value").inner_text() == "0.00"
+    area.filter(has_text="Aspecific area at 0.00:").wait_for()
+    assert _percent(area.inner_text()) >= 100.0 > _percent(summary_area)  # every pixel is >= 0
+    _wait_until(page, "() => rcmseg.stats.maskThreshold === 0 && rcmseg.viewer.world.getItemCount() === 3")
+    _wait_until(page, LAYERS_LOADED)
+    assert page.get_by_label("Fill", exact=True).is_checked()
+    assert _item_state(page, 2) == {"url": _item_state(page, 2)["url"], "opacity": pytest.approx(0.45)}
+    asked = network.requests[requests_before:]
+    assert any(re.search(r"/mask_files/\d+/\d+_\d+\.png\?threshold=0$", url) for url in asked), asked
+    assert not any("histogram" in url or "heatmap_files" in url for url in asked), asked
+    (at_job, _), (at_zero, total_zero) = page.evaluate(MASK_PIXELS, [0.3, 0])
+    assert at_zero == total_zero and at_job < at_zero, (at_job, at_zero)
+
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Regions (GeoJSON) at this threshold").click()
+    assert download.value.suggested_filename.endswith("-regions-at-0.00.geojson")
+    everything = json.loads(Path(download.value.path()).read_text(encoding="utf-8"))
+    assert len(everything["features"]) == 1  # at threshold 0 the whole image is one region
+
+    page.get_by_role("button", name="Back to the job's threshold").click()
+    _wait_until(page, "() => rcmseg.stats.maskThreshold === 0.3 && rcmseg.viewer.world.getItemCount() === 3")
+    area.filter(has_text="Aspecific area at 0.30:").wait_for()
+
+
 def test_sign_in_upload_follow_and_view_a_job(
     viewer_service: Service, real_tile: Path, tmp_path: Path
 ) -> None:
@@ -114,10 +186,17 @@ def test_sign_in_upload_follow_and_view_a_job(
         page.locator("#upload-status").filter(has_text="1024 × 1024 px, 16-bit").wait_for()
         assert page.locator("#upload-progress").evaluate("p => p.value") == 1
         assert page.get_by_label("Step (px)").is_enabled()
+        # The mosaic shows as soon as its pyramid is ready (built in the background), before any job.
+        _wait_until(
+            page,
+            "() => rcmseg.stats.previewed !== null && rcmseg.viewer.world.getItemCount() === 1",
+            timeout=60_000,
+        )
+        assert page.locator("#stage-empty").is_hidden()
 
         # 0.5 um/px against the tiny model's 2 um/px: a 256 x 256 px processing image, a few seconds on CPU.
         page.get_by_label("Step (px)").fill("16")
-        page.get_by_label("Threshold").fill("0.3")
+        page.get_by_label("Threshold", exact=True).fill("0.3")
         page.get_by_label("Pixel size (µm)").fill("0.5")
         estimate = page.locator("#cost-estimate").inner_text()
         assert "169 windows of 64 px over 256 × 256 px" in estimate, estimate
@@ -133,7 +212,7 @@ def test_sign_in_upload_follow_and_view_a_job(
         row.get_by_role("button", name="Open the result of rcm_tile_isic_16bit.png").click()
 
         # OpenSeadragon holds the mosaic, the heatmap and the mask, every tile loaded.
-        page.wait_for_function(LAYERS_LOADED, timeout=30_000)
+        _wait_until(page, LAYERS_LOADED, timeout=30_000)
         layers = [_item_state(page, i) for i in range(3)]
         assert [layer["url"].rstrip("/").rsplit("/", 1)[-1] for layer in layers] == [
             "mosaic_files",
@@ -174,20 +253,24 @@ def test_sign_in_upload_follow_and_view_a_job(
         geojson = json.loads(Path(download.value.path()).read_text(encoding="utf-8"))
         assert geojson["type"] == "FeatureCollection" and len(geojson["features"]) == regions
 
+        _move_the_threshold(page, network)
+
         # Zoom and pan with the keyboard, then back home for the screenshot.
         zoom = "rcmseg.viewer.viewport.getZoom(true)"
-        home_zoom = page.evaluate(zoom)
+        home_zoom = page.evaluate(
+            "rcmseg.viewer.viewport.getHomeZoom()"
+        )  # the panel may have resized the view
         page.locator("#osd .openseadragon-canvas[tabindex='0']").focus()
         for key in ("Equal", "ArrowLeft"):  # OpenSeadragon zooms and pans while a key is held
             page.keyboard.down(key)
             page.wait_for_timeout(300)
             page.keyboard.up(key)
-        page.wait_for_function(f"{zoom} > {home_zoom} * 1.05")
+        _wait_until(page, f"() => {zoom} > {home_zoom} * 1.05")
         page.wait_for_timeout(300)
         page.keyboard.press("0")  # home
-        page.wait_for_function(f"Math.abs({zoom} / {home_zoom} - 1) < 0.01")
+        _wait_until(page, f"() => Math.abs({zoom} / {home_zoom} - 1) < 0.01")
         slider.fill("0.6")
-        page.wait_for_function(LAYERS_LOADED)
+        _wait_until(page, LAYERS_LOADED)
         page.evaluate("document.activeElement.blur()")
         page.wait_for_timeout(800)  # the viewport's spring animation settles
         _save_screenshot(page)
