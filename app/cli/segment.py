@@ -1,4 +1,5 @@
-"""``rcmseg segment``: one mosaic in, heatmap, mask, Deep Zoom layers, GeoJSON and a summary out."""
+"""``rcmseg segment``: one mosaic in; heatmap, mask, the heat's Deep Zoom pyramid, GeoJSON, a summary and the
+mosaic's own pyramid (``pyramid/``) out."""
 
 from __future__ import annotations
 
@@ -133,6 +134,19 @@ def check_before_model(args: argparse.Namespace, card: Any, device: Any) -> tupl
     return params, layout, plan
 
 
+def write_mosaic_pyramid(args: argparse.Namespace, layout: Any) -> None:
+    """The mosaic's own Deep Zoom pyramid in ``<out>/pyramid/`` (the service keeps it with the stored
+    mosaic, shared by its jobs), so the folder holds every layer its summary lists, as the service serves
+    them: the mosaic there, the heat beside it."""
+    from worker.contract import MOSAIC_PYRAMID
+    from worker.io.mosaic import open_mosaic
+    from worker.io.pyramid import build_mosaic_pyramid
+
+    mosaic = open_mosaic(args.input, max_pixels=args.max_pixels, layout=layout)
+    seconds = build_mosaic_pyramid(mosaic, args.out / MOSAIC_PYRAMID)
+    log.info("mosaic pyramid written in %.1f s", seconds or 0.0)
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -176,6 +190,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         for bar in bars.values():
             bar.close()
+    write_mosaic_pyramid(args, layout)
     brief = {k: summary[k] for k in ("aspecific_area_fraction", "max_window_probability", "regions")}
     print(json.dumps({"out": str(args.out), **brief, "windows": summary["windows"]}))
     return 0

@@ -45,6 +45,13 @@ def test_segment_the_real_tile(tmp_path: Path, tiny_model_dir: Path, real_tile: 
     summary = json.loads((out / "summary.json").read_text())
     assert summary["input"]["bit_depth"] == 16 and summary["sigma"] == 32.0
     assert "Traceback" not in proc.stderr
+    # The same layers as the service writes: the heat pyramid beside the TIFFs, the mosaic's in pyramid/.
+    layers = summary["layers"]
+    assert (layers["mosaic"]["width"], layers["heat"]["width"], layers["heat"]["scale"]) == (1024, 1024, 1)
+    assert layers["heatmap"]["rendered_from"] == layers["mask"]["rendered_from"] == "heat"
+    for dzi in (out / "heat.dzi", out / "pyramid" / "mosaic.dzi"):
+        assert 'Width="1024"' in dzi.read_text(), dzi
+    assert (out / "heat_histogram.json").is_file() and (out / "pyramid" / "mosaic_files" / "10").is_dir()
 
 
 def test_bad_files_exit_2_with_one_line_and_write_nothing(

@@ -1,14 +1,18 @@
 """``rcmseg serve``, the embedded default: private Redis, API and a worker from one command, as a new user
-runs it; then a restart that finds the job again (Redis is persisted in the data folder)."""
+runs it; then a restart that finds the job again (Redis is persisted in the data folder); and its
+supervision: a killed Redis or API is started again, the reason logged, and Ctrl-C ends with status 0."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -16,8 +20,6 @@ import pytest
 
 from tests.app.conftest import wait_for
 from tests.conftest import REPO, free_port
-
-pytestmark = pytest.mark.slow
 
 
 class Serve:
@@ -52,11 +54,36 @@ class Serve:
 
         return tuple(wait_for(found, timeout=120, what="rcmseg serve to print its URL and token"))  # type: ignore[return-value]
 
-    def stop(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        self.proc.send_signal(sig)
         return self.proc.wait(timeout=60)
 
+    def child(self, command: str) -> int:
+        """The pid of the child process whose command line contains ``command``."""
+        pid = self.proc.pid
+        for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+            with contextlib.suppress(FileNotFoundError):
+                if command in Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ").decode():
+                    return int(child)
+        raise AssertionError(f"no child {command!r} of rcmseg serve")
 
+
+def serve_env(tiny_model_dir: Path, tmp_path: Path) -> dict[str, str]:
+    zoo = tmp_path / "zoo"
+    zoo.mkdir()
+    (zoo / "tiny").symlink_to(tiny_model_dir, target_is_directory=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RCMSEG_") and k != "REDIS_URL"}
+    env.update(
+        PYTHONUNBUFFERED="1",
+        RCMSEG_DATA_DIR=str(tmp_path / "data"),
+        RCMSEG_MODEL_ZOO=str(zoo),
+        RCMSEG_DEFAULT_MODEL="tiny",
+        RCMSEG_DEVICE="cpu",
+    )
+    return env
+
+
+@pytest.mark.slow
 def test_serve_runs_everything_and_keeps_jobs_across_a_restart(
     tiny_model_dir: Path, real_tile: Path, tmp_path: Path
 ) -> None:
@@ -110,3 +137,80 @@ def test_serve_runs_everything_and_keeps_jobs_across_a_restart(
             assert body["status"] == "finished" and body["result"]["layers"] == result["layers"]
     finally:
         assert again.stop() in (0, 130)
+
+
+def back_after(probe: httpx.Client, path: str, expected: int, *, timeout: float = 60) -> float:
+    """Seconds until ``path`` answers ``expected`` again; every answer on the way is a 503 or none."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        try:
+            response = probe.get(path)
+        except httpx.TransportError:
+            time.sleep(0.05)
+            continue
+        if response.status_code == expected:
+            return time.monotonic() - started
+        assert response.status_code == 503 and response.json()["code"] == "queue_unavailable", response.text
+        assert int(response.headers["retry-after"]) > 0
+        time.sleep(0.05)
+    pytest.fail(f"{path} did not answer {expected} within {timeout:.0f} s")
+
+
+@pytest.mark.slow
+def test_serve_restarts_a_killed_redis_and_api_and_stops_cleanly(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    env = serve_env(tiny_model_dir, tmp_path)
+    data = Path(env["RCMSEG_DATA_DIR"])
+    log = tmp_path / "serve.log"
+    serve = Serve(env, free_port(), log)
+    try:
+        url, token = serve.announced()
+        wait_for(lambda: serve.lines[-1:] == [""], timeout=10, what="the whole banner")
+        banner = "\n".join(serve.lines)
+        assert "Press Ctrl-C to stop" in banner and str(data / "local-token") in banner
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=10) as client:
+            assert client.get("/readyz").json()["ready"] is True  # the banner comes once it is ready
+            redis_pid = serve.child("redis-server")
+            os.kill(redis_pid, signal.SIGKILL)
+            redis_back = back_after(client, "/v1/jobs", 200)
+            api_pid = serve.child("app.cli api")
+            os.kill(api_pid, signal.SIGKILL)
+            api_back = back_after(client, "/healthz", 200)
+            print(f"killed Redis answered again after {redis_back:.1f} s, killed API after {api_back:.1f} s")
+            assert redis_back < 10 and api_back < 30
+            assert serve.child("redis-server") != redis_pid and serve.child("app.cli api") != api_pid
+            assert client.get("/v1/jobs").status_code == 200
+            wait_for(lambda: client.get("/readyz").json()["workers"] == 1, timeout=60, what="one live worker")
+        for path in (data / "redis").rglob("*"):
+            assert path.stat().st_mode & 0o077 == 0, path  # this user's only
+    finally:
+        code = serve.stop(signal.SIGINT)  # Ctrl-C
+    assert code == 0
+    records = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    serve_lines = [r["msg"] for r in records if r["logger"] == "app.cli.serve"]
+    assert "the private Redis was killed by SIGKILL; restarting it" in serve_lines
+    assert "the API was killed by SIGKILL; restarting it" in serve_lines
+    assert not any("Traceback" in r.get("exc", "") for r in records if r["level"] == "error")
+    assert not any(r["logger"] == "uvicorn.access" for r in records)  # quiet: no line per request
+
+
+def test_a_part_that_keeps_dying_stops_serve_with_one_line_naming_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from app.cli import serve as serve_module
+
+    monkeypatch.setattr(serve_module, "RESTART_WINDOW_S", 60.0)
+    part = serve_module.Part(
+        "the private Redis",
+        lambda: subprocess.Popen([sys.executable, "-c", "raise SystemExit(1)"]),
+        delay_s=0.0,
+        hint="see <data>/redis/redis.log",
+    )
+    with pytest.raises(serve_module.ServeError) as failed:
+        for _ in range(20):
+            part.proc.wait()
+            part.check()
+    message = str(failed.value)
+    assert message.startswith("the private Redis keeps failing (exited with code 1;")
+    assert "\n" not in message and message.endswith("see <data>/redis/redis.log")

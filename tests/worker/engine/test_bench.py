@@ -19,7 +19,7 @@ def test_bench_reports_engine_and_network_rates(tmp_path: Path, tiny_model_dir: 
         workdir=tmp_path,
     )
     assert result["windows"]["total"] == 6 * 6  # starts 0, 48, ..., 192 and 236 on each axis
-    for stage in ("read_downsample", "extract", "h2d", "network", "stitch", "heatmap_dzi", "total"):
+    for stage in ("read_downsample", "extract", "h2d", "network", "stitch", "heat_dzi", "total"):
         assert stage in result["stage_seconds"], stage
     assert result["engine_windows_per_s"] > 0 and result["network_windows_per_s"] > 0
     assert 0 < result["engine_to_network"] < 10

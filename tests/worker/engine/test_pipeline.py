@@ -62,14 +62,13 @@ def test_b2_end_to_end_writes_every_output(tmp_path: Path, b2_model_dir: Path) -
     for name in [
         "heatmap.tif",
         "mask.tif",
-        "mosaic.dzi",
-        "heatmap.dzi",
-        "mask.dzi",
+        "heat.dzi",
+        "heat_histogram.json",
         "regions.geojson",
         "summary.json",
     ]:
         assert (out / name).is_file(), name
-    for layer in ["mosaic", "heatmap", "mask"]:
+    for layer in ["heat"]:  # the mosaic's own pyramid is not part of a result (worker/io/pyramid.py)
         tiles = expected_tiles(out / f"{layer}.dzi")
         missing = [t for t in tiles if not t.is_file()]
         assert not missing, missing[:3]
@@ -154,9 +153,10 @@ def test_downsample_follows_the_card_pixel_size(tmp_path: Path, tiny_model_dir: 
         src, load_model(tiny_model_dir), tmp_path / "out", params=SegmentParams(step=30, pixel_size_um=0.5)
     )
     assert summary["processing"] == {"width": 65, "height": 50, "downsample": 4, "pixel_size_um": 2.0}
-    root = ET.parse(tmp_path / "out" / "heatmap.dzi").getroot()
+    root = ET.parse(tmp_path / "out" / "heat.dzi").getroot()
     size = root.find(f"{DZI_NS}Size")
-    assert size is not None and (size.get("Width"), size.get("Height")) == ("262", "203")
+    assert size is not None and (size.get("Width"), size.get("Height")) == ("65", "50")
+    assert summary["layers"]["mosaic"]["width"] == 262 and summary["layers"]["heat"]["scale"] == 4
 
 
 def test_existing_output_is_refused_and_left_alone(tmp_path: Path, tiny_model_dir: Path) -> None:

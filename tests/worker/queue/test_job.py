@@ -154,7 +154,7 @@ def test_a_job_longer_than_the_heartbeat_is_kept_alive_by_its_progress(
     assert done == sorted(done) and 0 < done[0] < total  # progress was visible while it ran
     assert all(0.0 <= m.get("progress", 0.0) <= 1.0 for m in seen)
     out = setup["data"] / "results" / job.id
-    assert (out / "summary.json").is_file() and (out / "heatmap.dzi").is_file()
+    assert (out / "summary.json").is_file() and (out / "heat.dzi").is_file()
     assert job.return_value() == {"out_dir": f"results/{job.id}"}
 
 
