@@ -80,6 +80,11 @@ class WorkerSettings(LogSettings):
     memory_budget_bytes: int = Field(
         128 * 1024**2, ge=1024**2, description="Above this, the engine memory-maps its working images."
     )
+    compile: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="torch.compile the CAM pass at worker start (warm-up logged apart from jobs): auto is on "
+        "for CUDA workers and off on the CPU, where compiling costs more than it saves.",
+    )
 
     @property
     def uploads_dir(self) -> Path:

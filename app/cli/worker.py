@@ -57,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
         heartbeat_s=settings.job_heartbeat_s,
         name=args.name,
         threads=args.threads,
+        compile=settings.compile,
     )
     run_worker(config, burst=args.burst)
     return 0

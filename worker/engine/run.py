@@ -3,10 +3,16 @@
 ``run_windows`` yields each batch's probabilities and normalised maps; ``stitch_windows`` (one sigma) and
 ``stitch_many`` (several sigmas from one pass, the reuse a Table 2 sweep needs) accumulate them. The
 pipeline (:mod:`worker.engine.pipeline`) chains the two; an evaluation keeps the batches and restitches.
+
+A CUDA out-of-memory during a batch is recovered where its cause is known: the batch is run again in halves
+(down to one window) and every later batch at the size that fitted; ``WindowStats`` records the retries and
+the final size, which the summary reports. The map function is a callable (``map_fn``), so the recovery is
+tested on the CPU with one that raises for batches above a size.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +31,11 @@ from worker.engine.stitch import StripStitcher, make_sink
 from worker.engine.windows import WindowGrid
 from worker.errors import JobCanceled
 from worker.io.checkpoint import LoadedModel
+
+log = logging.getLogger(__name__)
+
+MapFn = Callable[[torch.Tensor], WindowMaps]
+"""A normalised window batch (n, C, S, S) on the device to its probabilities and normalised maps."""
 
 
 @dataclass(frozen=True)
@@ -46,21 +57,65 @@ class WindowStats:
     skipped: int = 0
     max_prob: float = 0.0
     scorecam: ScoreCamTally | None = None
+    batch_size: int = 0
+    """The batch the windows run at now: the requested one, or what fitted after out-of-memory retries."""
+    oom_retries: int = 0
+    compiled: bool = False
     seconds: dict[str, float] = field(
         default_factory=lambda: {"extract": 0.0, "h2d": 0.0, "network": 0.0, "stitch": 0.0}
     )
 
 
-def _map_fn(
-    model: LoadedModel, params: SegmentParams, stats: WindowStats
-) -> Callable[[torch.Tensor], WindowMaps]:
+def _map_fn(model: LoadedModel, params: SegmentParams, stats: WindowStats) -> MapFn:
     dtype = PRECISIONS[params.precision]
     if params.cam == "scorecam":
         stats.scorecam = ScoreCamTally(
             ScoreCamParams(top_k=params.scorecam_top_k, skip_below=params.scorecam_skip_below)
         )
         return scorecam_window_maps(model, dtype=dtype, tally=stats.scorecam)
+    compiled = model.compiled
+    if compiled is not None:
+        stats.compiled = True
+        return lambda x: compiled(x, dtype)
     return lambda x: cam_windows(model.net, x, dtype=dtype)
+
+
+def _pad_to(x: torch.Tensor, size: int) -> torch.Tensor:
+    """The batch with zero windows appended up to ``size`` (a compiled pass has one static shape)."""
+    if x.shape[0] >= size:
+        return x
+    return torch.cat([x, x.new_zeros((size - x.shape[0], *x.shape[1:]))])
+
+
+def map_with_retry(map_fn: MapFn, x: torch.Tensor, stats: WindowStats, *, pad: bool = False) -> WindowMaps:
+    """``map_fn`` over ``x`` in chunks of ``stats.batch_size``; a CUDA out-of-memory halves the size (down
+    to 1, recorded in ``stats``) and runs the whole batch again. ``pad`` fills a short chunk with zero
+    windows to the chunk size (for a compiled pass), and drops their outputs."""
+    n = int(x.shape[0])
+    if stats.batch_size < 1:
+        stats.batch_size = n
+    while True:
+        size = min(stats.batch_size, n) if not pad else stats.batch_size
+        try:
+            probs, maps = [], []
+            for i in range(0, n, size):
+                chunk = x[i : i + size]
+                m = int(chunk.shape[0])
+                out = map_fn(_pad_to(chunk, size) if pad else chunk)
+                probs.append(out.prob[:m].float())
+                maps.append(out.maps[:m].float())
+            if len(probs) == 1:
+                return WindowMaps(prob=probs[0], maps=maps[0])
+            return WindowMaps(prob=torch.cat(probs), maps=torch.cat(maps))
+        except torch.cuda.OutOfMemoryError:
+            if stats.batch_size <= 1:
+                raise
+            del probs, maps
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            stats.batch_size = max(1, min(stats.batch_size, n) // 2)
+            stats.oom_retries += 1
+            log.warning("out of device memory: batch halved to %d windows", stats.batch_size)
 
 
 def run_windows(
@@ -74,15 +129,20 @@ def run_windows(
     progress: ProgressFn | None = None,
     should_cancel: CancelFn | None = None,
     on_device: bool = False,
+    map_fn: MapFn | None = None,
 ) -> Iterator[WindowBatch]:
     """Probabilities and normalised maps of every non-empty window, batch by batch, in raster order.
 
     With ``on_device`` the outputs stay where the network ran (for stitching there); otherwise they are
-    moved to the CPU (for keeping and restitching).
+    moved to the CPU (for keeping and restitching). ``map_fn`` replaces the network pass that ``params``
+    choose (CAM, compiled CAM or ScoreCAM).
     """
     device = next(model.net.parameters()).device
     card = model.card
-    map_fn = _map_fn(model, params, stats)
+    if map_fn is None:
+        map_fn = _map_fn(model, params, stats)
+    pad = stats.compiled
+    stats.batch_size = batch_size
     stats.total = grid.count
     started = time.perf_counter()
     source = prefetch(iter_pixel_batches(image, grid, batch_size, pin=device.type == "cuda"))
@@ -100,8 +160,8 @@ def run_windows(
                     x = x.contiguous(memory_format=torch.channels_last)
                     torch.cuda.synchronize(device)
                 t1 = time.perf_counter()
-                out = map_fn(x)
-                prob, maps = out.prob.float(), out.maps.float()
+                out = map_with_retry(map_fn, x, stats, pad=pad)
+                prob, maps = out.prob, out.maps
                 if not on_device:
                     prob, maps = prob.cpu(), maps.cpu()
                 elif device.type == "cuda":

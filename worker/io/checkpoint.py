@@ -7,6 +7,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -28,6 +29,8 @@ class LoadedModel:
     net: nn.Module
     weights_sha256: str
     path: Path
+    compiled: Any = None
+    """A ``worker.engine.compiled.CompiledCam`` when the worker compiled this network at start, else None."""
 
 
 def load_model(model_dir: Path, device: torch.device | str = "cpu") -> LoadedModel:

@@ -135,6 +135,8 @@ class WorkerConfig:
     heartbeat_s: int = 180
     name: str | None = None
     threads: int | None = None
+    compile: str = "auto"
+    """``on``, ``off``, or ``auto`` (on for CUDA): ``torch.compile`` the CAM pass at start."""
 
 
 def load_models(zoo: Path, names: tuple[str, ...], device: str) -> tuple[str, dict[Path, LoadedModel]]:
@@ -155,13 +157,30 @@ def load_models(zoo: Path, names: tuple[str, ...], device: str) -> tuple[str, di
     return str(dev), models
 
 
+def compile_models(models: dict[Path, LoadedModel], config: WorkerConfig) -> dict[Path, LoadedModel]:
+    """Each model with its CAM pass compiled and warmed up at the worker's batch size and the device's
+    default precision, when ``config.compile`` asks for it (``auto``: on CUDA only)."""
+    from worker.engine.compiled import compile_cam
+    from worker.engine.device import default_batch_size, default_precision, resolve_device
+
+    dev = resolve_device(config.device)
+    if config.compile == "off" or (config.compile == "auto" and dev.type != "cuda"):
+        return models
+    out = {}
+    for folder, model in models.items():
+        batch = config.options.batch_size or default_batch_size(dev, model.card.window)
+        out[folder] = compile_cam(model, batch_size=batch, precision=default_precision(dev))
+    return out
+
+
 def run_worker(config: WorkerConfig, *, burst: bool = False) -> bool:
     """Take jobs until stopped (SIGTERM/SIGINT finish the current job first) or, with ``burst``, until the
     queue is empty. Returns whether any job ran."""
     from worker.engine.device import prepare_process, resolve_device
 
-    prepare_process(resolve_device(config.device), threads=config.threads)
+    prepare_process(resolve_device(config.device), threads=config.threads)  # cuDNN autotuning on CUDA
     device, models = load_models(config.zoo, config.models, config.device)
+    models = compile_models(models, config)
     name = config.name or f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
     connection = Redis.from_url(config.redis_url, socket_connect_timeout=5, health_check_interval=30)
     worked = False
