@@ -3,7 +3,9 @@
 Patch-level ROC/AUC and accuracy on the split's weakly labelled patches; for every CAM method, step and
 sigma, pixel AUC and the Dice sweep over labelled pixels (pooled and per mosaic) with 1000-fold bootstrap
 intervals; ``report.json``, ``table2.csv``/``table2.md`` (the paper's Table 2), ``roc.png`` and per-mosaic
-panels into ``--out``.
+panels into ``--out``. With ``--choose-defaults`` the report names the row the method defaults come from
+(:mod:`worker.evaluation.defaults`); ``--write-defaults`` writes them into the model's card, from the
+validation split only.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shlex
 import sys
 from collections.abc import Callable, Iterator
@@ -18,7 +21,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from app.cli.options import non_negative_int, positive_int, sigma_units
+from app.cli.options import (
+    add_device_options,
+    add_model_option,
+    add_scorecam_options,
+    non_negative_int,
+    positive_int,
+    sigma_units,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -43,12 +53,13 @@ def register(sub: Any) -> None:
     _data_options(p)
     _sweep_options(p)
     _engine_options(p)
+    _defaults_options(p)
     _file_options(p)
     p.set_defaults(func=run)
 
 
 def _data_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=None, help="model folder or zoo name (default: phantom-b2)")
+    add_model_option(p)
     p.add_argument("--mosaics", type=Path, required=True, help="folder of {id}.tif + {id}_labels.png")
     p.add_argument("--out", type=Path, required=True, help="output folder (must be empty unless --overwrite)")
     p.add_argument("--split", choices=["train", "val", "test", "all"], default="test", help="default test")
@@ -88,31 +99,28 @@ def _sweep_options(p: argparse.ArgumentParser) -> None:
         "--bootstrap", type=non_negative_int, default=1000, help="bootstrap resamples (default 1000, 0: none)"
     )
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
-    p.add_argument(
-        "--scorecam-top-k",
-        type=positive_int,
-        default=None,
-        help="ScoreCAM: score only the k strongest channels per window (default: all, exact)",
-    )
-    p.add_argument(
-        "--scorecam-skip-below",
-        type=float,
-        default=0.0,
-        help="ScoreCAM: zero map for windows with p below this (default 0, exact)",
-    )
+    add_scorecam_options(p, skip_help="a row's heat error < this; not exact")
 
 
 def _engine_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument(
-        "--precision",
-        choices=["fp32", "bf16", "fp16"],
-        default=None,
-        help="default fp32 on CPU, bf16 on CUDA",
-    )
-    p.add_argument("--batch-size", type=positive_int, default=None)
+    add_device_options(p)
     p.add_argument(
         "--threads", type=positive_int, default=None, help="CPU threads for torch (default: torch's)"
+    )
+
+
+def _defaults_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--choose-defaults",
+        action="store_true",
+        help="name in report.json and table2.md the row the model's method defaults come from: the best "
+        "pooled Dice, ties by AUC, then the cheaper run (docs/results/phantom-benchmark.md)",
+    )
+    p.add_argument(
+        "--write-defaults",
+        action="store_true",
+        help="also write the chosen defaults into the model folder's card.json (atomically); "
+        "only with --split val",
     )
 
 
@@ -128,17 +136,24 @@ def _file_options(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from models.errors import InvalidParameter
+    from worker.evaluation.defaults import CHOICE_SPLIT
 
     if args.out.exists() and any(args.out.iterdir()) and not args.overwrite:
         raise InvalidParameter(f"{args.out}: output folder is not empty (use --overwrite)")
     if args.bins % 50:
         raise InvalidParameter(f"bins must be a multiple of 50 (Dice thresholds 0.02 apart), got {args.bins}")
+    if args.write_defaults and args.split != CHOICE_SPLIT:
+        raise InvalidParameter(
+            f"--write-defaults chooses on the validation patients only (--split {CHOICE_SPLIT}), "
+            f"got --split {args.split}"
+        )
 
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     from worker.engine.device import prepare_process, resolve_device
     from worker.engine.params import RunOptions
     from worker.evaluation.data import load_split
+    from worker.evaluation.defaults import write_card_defaults
     from worker.evaluation.report import write_report
     from worker.evaluation.runner import evaluate
     from worker.io.checkpoint import load_model
@@ -154,7 +169,10 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     prepare_process(device, threads=args.threads)
     params = eval_params(args, device)
-    model = load_model(resolve_model(args.model), device)
+    model_dir = resolve_model(args.model)
+    if args.write_defaults and not os.access(model_dir, os.W_OK):
+        raise InvalidParameter(f"{model_dir}: model folder is not writable (--write-defaults)")
+    model = load_model(model_dir, device)
     cache = args.cache
     if cache is None and split.table_path is not None:
         cache = split.table_path.with_name(f"{split.table_path.stem}_cache")
@@ -176,8 +194,23 @@ def run(args: argparse.Namespace) -> int:
             progress=show,
         )
         report = write_report(
-            args.out, result, command=launch_command(), histograms=not args.no_histograms, progress=show
+            args.out,
+            result,
+            command=launch_command(),
+            histograms=not args.no_histograms,
+            choose=args.choose_defaults or args.write_defaults,
+            progress=show,
         )
+    chosen = report["chosen_defaults"]
+    if args.write_defaults:
+        from models.card import MethodDefaults
+
+        write_card_defaults(
+            model_dir,
+            MethodDefaults.model_validate(chosen["defaults"]),
+            validation={k: v for k, v in chosen.items() if k != "defaults"},
+        )
+        log.info("defaults of %s written into %s", chosen["run"], model_dir / "card.json")
     print(json.dumps(summary_line(report, out=args.out, mosaics=len(split.mosaics))))
     return 0
 
@@ -239,11 +272,12 @@ def summary_line(report: dict[str, Any], *, out: Path, mosaics: int) -> dict[str
     for method, key in report["best"].items():
         pooled = next(r["pooled"] for r in report["runs"] if r["key"] == key)
         best[method] = {"run": key, "auc": pooled["auc"], "best_dice": pooled["best_dice"]}
-    patch = report["patch_level"]
+    patch, chosen = report["patch_level"], report["chosen_defaults"]
     return {
         "out": str(out),
         "mosaics": mosaics,
         "patch_auc": None if patch is None else patch["auc"],
         "patch_accuracy": None if patch is None else patch["accuracy"],
         "best": best,
+        "chosen_defaults": None if chosen is None else chosen["defaults"],
     }

@@ -26,6 +26,7 @@ from models.metrics.dice import DICE_THRESHOLDS
 from models.metrics.patch import patch_metrics, patch_roc_curve
 from models.metrics.roc import ScoreHistogram
 from worker.engine.params import ProgressFn
+from worker.evaluation.defaults import CHOICE_SPLIT, choose_defaults
 from worker.evaluation.figures import write_figures
 from worker.evaluation.metrics import RunSummary, best_runs, mosaic_dice, run_label, summarise
 from worker.evaluation.protocol import EvalResult
@@ -111,9 +112,36 @@ def timing_dict(result: EvalResult) -> dict[str, Any]:
     }
 
 
-def build_report(
-    result: EvalResult, summaries: Sequence[RunSummary], *, command: str | None = None
+def defaults_dict(
+    result: EvalResult, summaries: Sequence[RunSummary], *, command: str | None
 ) -> dict[str, Any]:
+    """The row the defaults rule picks (:mod:`worker.evaluation.defaults`) and the defaults it stands for."""
+    params, split = result.params, result.split
+    n = len(split.mosaics)
+    chosen_by = (
+        f"{command or f'rcmseg evaluate --split {split.name}'} (split {split.name}: {n} "
+        f"mosaic{'s' if n != 1 else ''}, patients {', '.join(sorted({m.patient for m in split.mosaics}))})"
+    )
+    chosen = choose_defaults(
+        summaries,
+        scorecam_exact=params.scorecam_top_k is None and params.scorecam_skip_below == 0,
+        chosen_by=chosen_by,
+    )
+    out = chosen.as_dict(split=split.name, mosaics=len(split.mosaics))
+    out["label"] = run_label(chosen.run.config, result.stride)
+    if split.name != CHOICE_SPLIT:
+        out["warning"] = f"chosen on the {split.name} split; defaults for a card come from the val split"
+    return out
+
+
+def build_report(
+    result: EvalResult,
+    summaries: Sequence[RunSummary],
+    *,
+    command: str | None = None,
+    choose: bool = False,
+) -> dict[str, Any]:
+    """Every number of the evaluation; with ``choose``, also ``chosen_defaults`` (:func:`defaults_dict`)."""
     from worker.provenance import package_version
 
     params, card, model = result.params, result.model.card, result.model
@@ -162,6 +190,7 @@ def build_report(
         },
         "patch_level": patch_dict(result),
         "best": {method: s.config.key for method, s in best.items()},
+        "chosen_defaults": defaults_dict(result, summaries, command=command) if choose else None,
         "runs": [run_dict(s, result) for s in summaries],
         "timings": timing_dict(result),
     }
@@ -203,17 +232,21 @@ def write_report(
     *,
     command: str | None = None,
     histograms: bool = True,
+    choose: bool = False,
     progress: ProgressFn | None = None,
 ) -> dict[str, Any]:
-    """Every file of an evaluation into ``out`` (figures included); returns the report."""
+    """Every file of an evaluation into ``out`` (figures included); returns the report. ``choose``: pick
+    the method defaults from the sweep (``report["chosen_defaults"]``, named in ``table2.md``)."""
     out.mkdir(parents=True, exist_ok=True)
     summaries = summarise(result, progress=progress)
     t0 = time.perf_counter()
-    report = build_report(result, summaries, command=command)
+    report = build_report(result, summaries, command=command, choose=choose)
     report["figures"] = write_figures(out, result, summaries, progress=progress)
     report["timings"]["report_s"] = round(time.perf_counter() - t0, 3)
     write_table2_csv(out / "table2.csv", result, summaries)
-    (out / "table2.md").write_text(table2_markdown(result, summaries), encoding="utf-8")
+    (out / "table2.md").write_text(
+        table2_markdown(result, summaries, chosen=report["chosen_defaults"]), encoding="utf-8"
+    )
     write_per_mosaic_csv(out / "per_mosaic.csv", result, summaries)
     if histograms:
         write_histograms(out / "histograms.npz", result)

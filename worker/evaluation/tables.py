@@ -70,11 +70,21 @@ def write_table2_csv(path: Path, result: EvalResult, summaries: Sequence[RunSumm
             writer.writerow(row)
 
 
-def table2_markdown(result: EvalResult, summaries: Sequence[RunSummary]) -> str:
-    """The paper's Table 2 for this split, then the best rows with their bootstrap intervals."""
+def table2_markdown(
+    result: EvalResult, summaries: Sequence[RunSummary], *, chosen: dict[str, Any] | None = None
+) -> str:
+    """The paper's Table 2 for this split, then the best rows with their bootstrap intervals; ``chosen``
+    (the report's ``chosen_defaults``) is named in a note."""
     lines = [*_table2_intro(result, summaries), *_table2_rows(result, summaries)]
     lines += _best_with_intervals(result, best_runs(summaries))
     notes = _table2_notes(result, summaries)
+    if chosen is not None:
+        d = chosen["defaults"]
+        sigma = "plain averaging" if d["sigma_px"] is None else f"sigma {d['sigma_px']:g} px"
+        notes.append(
+            f"Method defaults chosen on this split: {chosen['label']} ({d['cam']}, step {d['step']} px, "
+            f"{sigma}, threshold {d['threshold']:.2f}); rule: {chosen['rule']}."
+        )
     if notes:
         lines += [""] + [f"- {note}" for note in notes]
     return "\n".join(lines) + "\n"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -32,6 +33,7 @@ from worker.evaluation.protocol import EvalParams, plan_passes
 from worker.evaluation.report import read_histograms
 from worker.evaluation.sweep import dense_sweep, output_stride, sweep_heatmaps
 from worker.io.checkpoint import load_model
+from worker.io.zoo import read_card
 
 SIDE = (520, 700)
 """Just taller than one 500 px weak-label patch; patch centres lie in x 250..450, y 250..270."""
@@ -301,3 +303,48 @@ def test_non_empty_output_is_refused(
     assert main(["evaluate", "--mosaics", str(dataset), "--out", str(out)]) == 2
     assert "not empty" in capsys.readouterr().err
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
+
+
+def test_defaults_are_chosen_on_the_validation_split_and_written_into_the_card(
+    dataset: Path, tiny_model_dir: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    common = ["evaluate", "--model", str(model), "--mosaics", str(dataset), "--cams", "cam",
+              "--steps", "64", "128", "--sigmas", "none", "0.5", "2", "--bootstrap", "0", "--no-panels",
+              "--device", "cpu"]  # fmt: skip
+    card_before = (model / "card.json").read_text()
+    # Writing defaults from the test patients is refused before anything runs.
+    assert main([*common, "--out", str(tmp_path / "t"), "--split", "test", "--write-defaults"]) == 2
+    assert "--split val" in capfd.readouterr().err
+    assert (model / "card.json").read_text() == card_before and not (tmp_path / "t").exists()
+
+    out = tmp_path / "val"
+    assert main([*common, "--out", str(out), "--split", "val", "--write-defaults"]) == 0
+    line = json.loads(capfd.readouterr().out.strip().splitlines()[-1])
+    report = json.loads((out / "report.json").read_text())
+    chosen = report["chosen_defaults"]
+    assert report["split"]["mosaics"] == ["m1"] and chosen["split"] == "val" and chosen["mosaics"] == 1
+
+    # The rule, re-applied to the report's rows: best Dice, then AUC (at 3 decimals), then the larger step.
+    def rank(r: dict[str, Any]) -> tuple[float, float, int]:
+        return (round(r["pooled"]["best_dice"], 3), round(r["pooled"]["auc"], 3), r["step_px"])
+
+    best = max(report["runs"], key=rank)
+    assert chosen["run"] == best["key"]
+    card = read_card(model)
+    assert card.defaults is not None and line["chosen_defaults"] == chosen["defaults"]
+    assert (card.defaults.cam, card.defaults.step, card.defaults.sigma_px, card.defaults.threshold) == (
+        "cam", best["step_px"], best["sigma_px"], best["pooled"]["best_threshold"]
+    )  # fmt: skip
+    assert card.defaults.sigma_px is None or card.defaults.sigma_px == best["sigma_units"] * 32
+    assert "--split val" in card.defaults.chosen_by and "P1" in card.defaults.chosen_by
+    assert card.metrics["defaults_validation"]["run"] == best["key"]
+    assert "Method defaults chosen on this split" in (out / "table2.md").read_text()
+
+    # --choose-defaults alone reports the row on any split and leaves the card alone.
+    card_now = (model / "card.json").read_text()
+    out = tmp_path / "test"
+    assert main([*common, "--out", str(out), "--split", "test", "--choose-defaults"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert "warning" in report["chosen_defaults"] and (model / "card.json").read_text() == card_now
