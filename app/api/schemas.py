@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt
 
 from worker.engine.params import DEFAULT_INPUT_PIXEL_SIZE_UM
 
@@ -37,6 +38,17 @@ class MosaicList(BaseModel):
     mosaics: list[MosaicOut]
 
 
+def _sigma_px(value: object) -> object:
+    """A sigma in (0, 4096] px or "none"; checked before the union so an error names the field alone."""
+    if value is None or value == "none":
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError('must be a number of pixels or "none"')
+    if not (math.isfinite(value) and 0 < value <= 4096):
+        raise ValueError(f'must be a finite number of pixels in (0, 4096] or "none", got {value}')
+    return float(value)
+
+
 class JobCreate(BaseModel):
     """Segment an uploaded mosaic. Omitted method fields (cam, step, sigma_px, threshold) take the model
     card's defaults (``defaults`` in GET /v1/models); the result's summary says which came from where."""
@@ -58,7 +70,7 @@ class JobCreate(BaseModel):
         le=4096,
         description="Window step in processing pixels, at most the window; default: the card's.",
     )
-    sigma_px: Annotated[float, Field(gt=0, le=4096)] | Literal["none"] | None = Field(
+    sigma_px: Annotated[float | Literal["none"] | None, BeforeValidator(_sigma_px)] = Field(
         None,
         description='Gaussian stitching sigma in processing pixels, or "none" for plain averaging; '
         "default: the model card's.",
@@ -155,6 +167,11 @@ class ModelOut(BaseModel):
 
     name: str = Field(description="The value for a job's 'model' field.")
     default: bool
+    defaults: dict[str, Any] = Field(
+        description="What a job that does not say gets: cam, step, sigma_px (null: plain averaging), "
+        "threshold, and how they were chosen (chosen_by)."
+    )
+    intended_use: str = Field(description="What the model is fit for; shown beside every result.")
     card: dict[str, Any]
 
 

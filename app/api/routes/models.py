@@ -17,7 +17,13 @@ def get_models(_owner: OwnerDep, settings: SettingsDep) -> ModelList:
     cards = list_models(settings.model_zoo)
     return ModelList(
         models=[
-            ModelOut(name=name, default=name == settings.default_model, card=card.model_dump())
+            ModelOut(
+                name=name,
+                default=name == settings.default_model,
+                defaults=card.method_defaults().model_dump(),
+                intended_use=card.intended_use,
+                card=card.model_dump(),
+            )
             for name, card in cards.items()
         ]
     )
