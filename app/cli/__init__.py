@@ -17,7 +17,18 @@ from importlib.metadata import PackageNotFoundError, version
 
 from models.errors import RcmSegError
 
-COMMANDS = ("api", "bench", "evaluate", "phantom", "segment", "serve", "train", "weak_labels", "worker")
+COMMANDS = (
+    "api",
+    "bench",
+    "evaluate",
+    "phantom",
+    "segment",
+    "serve",
+    "submit",
+    "train",
+    "weak_labels",
+    "worker",
+)
 """The sub-command modules, in the order ``rcmseg --help`` lists them."""
 
 
