@@ -172,6 +172,8 @@ def test_a_killed_workers_job_is_queued_again_within_seconds(
     heartbeat_s = int(svc.env["RCMSEG_JOB_HEARTBEAT_S"])
     print(f"killed worker's job queued again after {back_s:.1f} s (heartbeat {heartbeat_s} s)")
     assert back_s < heartbeat_s + 5 and requeued["attempts"] == 1
+    # The dead worker's registration is not counted as live (it would linger in Redis for 80 s).
+    wait_for(lambda: alice.get("/readyz").json()["workers"] == 0, timeout=30, what="no live worker")
     svc.start_worker("w2")
     body = wait_for(
         lambda: (b := job(alice, job_id))["attempts"] == 2 and b, timeout=120, what="the retry to start"

@@ -162,6 +162,17 @@ def test_what_is_public(api: Service) -> None:
     }
 
 
+def test_the_schema_documents_what_the_gate_answers(api: Service) -> None:
+    paths = httpx.get(f"{api.url}/openapi.json", timeout=10).json()["paths"]
+    for path, operations in paths.items():
+        for method, operation in operations.items():
+            statuses = set(operation["responses"])
+            if path.startswith("/v1/"):
+                assert {"401", "429", "503"} <= statuses, (method, path)
+            if "requestBody" in operation:
+                assert {"413", "422"} <= statuses, (method, path)
+
+
 def test_credentials_in_the_query_string_never_reach_the_log(api: Service) -> None:
     secret = "leaked-secret-0123456789"
     for name in ("token", "access_token", "api_key"):
