@@ -31,6 +31,11 @@ COMMANDS = (
 )
 """The sub-command modules, in the order ``rcmseg --help`` lists them."""
 
+DESCRIPTION = (
+    "Segment reflectance confocal microscopy (RCM) mosaics, make phantom mosaics, train and evaluate "
+    "models, and run or use the segmentation service."
+)
+
 
 class OneLineParser(argparse.ArgumentParser):
     """An argument parser whose errors are one line and exit code 2."""
@@ -47,7 +52,9 @@ def package_version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="rcmseg", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = OneLineParser(
+        prog="rcmseg", description=DESCRIPTION, epilog="Each command has --help: rcmseg COMMAND --help."
+    )
     parser.add_argument("--version", action="version", version=f"rcmseg {package_version()}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)

@@ -17,10 +17,22 @@ def register(sub: Any) -> None:
         default=None,
         help="model folder or zoo name; default: random-weight efficientnet_b2 (the paper's)",
     )
-    p.add_argument("--input-size", type=positive_int, default=12000, help="generated mosaic side in px")
-    p.add_argument("--downsample", type=positive_int, default=4)
-    p.add_argument("--step", type=positive_int, default=25)
-    p.add_argument("--sigma", type=sigma_type, default=None)
+    p.add_argument(
+        "--input-size", type=positive_int, default=12000, help="generated mosaic side in px (default 12000)"
+    )
+    p.add_argument(
+        "--downsample",
+        type=positive_int,
+        default=4,
+        help="integer reduction to processing resolution (default 4: 0.5 to 2 um/px)",
+    )
+    p.add_argument("--step", type=positive_int, default=25, help="window step in processing px (default 25)")
+    p.add_argument(
+        "--sigma",
+        type=sigma_type,
+        default=None,
+        help="Gaussian sigma in processing px, or 'none' for plain averaging (default: the model card's)",
+    )
     p.add_argument(
         "--mode",
         choices=["exact", "dense"],
@@ -28,7 +40,12 @@ def register(sub: Any) -> None:
         help="exact: the paper's sliding windows; dense: one convolutional pass, windows every 32 px",
     )
     add_device_options(p)
-    p.add_argument("--network-iters", type=positive_int, default=10)
+    p.add_argument(
+        "--network-iters",
+        type=positive_int,
+        default=10,
+        help="timed batches of the bare network, after two warm-up batches (default 10)",
+    )
     p.add_argument(
         "--results",
         type=Path,

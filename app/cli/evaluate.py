@@ -73,7 +73,13 @@ def _data_options(p: argparse.ArgumentParser) -> None:
 
 
 def _sweep_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--cams", nargs="+", choices=["cam", "scorecam"], default=["cam", "scorecam"])
+    p.add_argument(
+        "--cams",
+        nargs="+",
+        choices=["cam", "scorecam"],
+        default=["cam", "scorecam"],
+        help="CAM methods to sweep (default: cam scorecam)",
+    )
     p.add_argument(
         "--steps", nargs="+", type=positive_int, default=[25, 50, 100], help="window steps in px (25 50 100)"
     )
@@ -177,9 +183,10 @@ def run(args: argparse.Namespace) -> int:
     if cache is None and split.table_path is not None:
         cache = split.table_path.with_name(f"{split.table_path.stem}_cache")
     log.info(
-        "%s split: %d mosaics, %d patches; model %s on %s",
+        "%s split: %d %s, %d patches; model %s on %s",
         split.name,
         len(split.mosaics),
+        "mosaic" if len(split.mosaics) == 1 else "mosaics",
         0 if split.patches is None else len(split.patches),
         model.card.name,
         device,
@@ -246,7 +253,9 @@ def progress_bars() -> Iterator[Callable[[Progress], None]]:
     def show(p: Progress) -> None:
         bar = bars.get(p.stage)
         if bar is None:
-            bar = bars[p.stage] = tqdm(total=p.total, desc=p.stage, unit=units.get(p.stage, "step"))
+            unit = units.get(p.stage, "step")
+            # disable=None: no bar when stderr is not a terminal
+            bar = bars[p.stage] = tqdm(total=p.total, desc=p.stage, unit=unit, disable=None)
         bar.total = p.total
         bar.update(p.done - bar.n)
         if p.done >= p.total:  # one stage at a time on screen

@@ -12,8 +12,11 @@ from models.labels import LABEL_CODES
 log = logging.getLogger(__name__)
 
 FIELD_PIXEL_SIZES = (2.0, 0.5)
+LEAST_SIDE_UM = 500
 MIN_SIDE_UM = 3500
 MAX_SIDE_UM = 6000
+"""Mosaic sides in um: the paper-like default range ``MIN..MAX``, down to ``LEAST`` (one microscope field) for
+a quick try. The same numbers as ``models.phantom`` (not imported here, to keep ``rcmseg --help`` light)."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -36,14 +39,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--min-side-um",
         type=int,
-        default=MIN_SIDE_UM,
-        help=f"smallest mosaic side in um (default {MIN_SIDE_UM}: 1750 px at 2 um/px)",
+        default=None,
+        help=f"smallest mosaic side in um, {LEAST_SIDE_UM}..{MAX_SIDE_UM} (default {MIN_SIDE_UM}, like the "
+        "paper's mosaics, or --max-side-um where that is smaller)",
     )
     p.add_argument(
         "--max-side-um",
         type=int,
         default=MAX_SIDE_UM,
-        help=f"largest mosaic side in um (default {MAX_SIDE_UM}: 3000 px at 2 um/px)",
+        help=f"largest mosaic side in um, {LEAST_SIDE_UM}..{MAX_SIDE_UM} (default {MAX_SIDE_UM}: 3000 px at "
+        "2 um/px); --max-side-um 1000 alone makes 500 px mosaics in about a second each, for a quick try",
     )
     p.add_argument("--workers", type=int, default=1, help="processes rendering in parallel (default 1)")
     p.set_defaults(func=run)
@@ -57,25 +62,29 @@ def run(args: argparse.Namespace) -> int:
 
     if args.count < 1:
         raise InvalidParameter(f"--count must be >= 1, got {args.count}")
-    if not MIN_SIDE_UM <= args.min_side_um <= args.max_side_um <= MAX_SIDE_UM:
+    min_side_um = min(MIN_SIDE_UM, args.max_side_um) if args.min_side_um is None else args.min_side_um
+    if not LEAST_SIDE_UM <= min_side_um <= args.max_side_um <= MAX_SIDE_UM:
         raise InvalidParameter(
-            f"mosaic sides must satisfy {MIN_SIDE_UM} <= --min-side-um <= --max-side-um <= {MAX_SIDE_UM} um, "
-            f"got {args.min_side_um} and {args.max_side_um}"
+            f"mosaic sides must satisfy {LEAST_SIDE_UM} <= --min-side-um <= --max-side-um <= "
+            f"{MAX_SIDE_UM} um, got {min_side_um} and {args.max_side_um}"
         )
     if args.workers < 1:
         raise InvalidParameter(f"--workers must be >= 1, got {args.workers}")
     run_spec = PhantomRun(
         count=args.count,
         seed=args.seed,
-        min_side=round(args.min_side_um / args.pixel_size_um),
+        min_side=round(min_side_um / args.pixel_size_um),
         max_side=round(args.max_side_um / args.pixel_size_um),
         pixel_size_um=args.pixel_size_um,
     )
-    with tqdm(total=args.count, unit="mosaic", desc="phantom") as bar:
+    # disable=None: no bar when stderr is not a terminal
+    with tqdm(total=args.count, unit="mosaic", desc="phantom", disable=None) as bar:
         rows = generate_phantoms(
             args.out, run_spec, workers=args.workers, on_mosaic=lambda _row: bar.update()
         )
     labelled = sum(int(str(r[LABEL_CODES[c]])) for r in rows for c in LABEL_CODES if c > 0)
     total = sum(int(str(r["width"])) * int(str(r["height"])) for r in rows)
-    log.info("%d mosaics in %s, %.1f %% of pixels labelled", len(rows), args.out, 100.0 * labelled / total)
+    share = 100.0 * labelled / total
+    unit = "mosaic" if len(rows) == 1 else "mosaics"
+    log.info("%d %s in %s, %.1f %% of pixels labelled", len(rows), unit, args.out, share)
     return 0

@@ -20,9 +20,27 @@ from models.errors import InvalidParameter
 
 log = logging.getLogger("rcmseg.segment")
 
+OUTPUTS = """\
+writes into OUT (built in a temporary folder, renamed into place when complete):
+  heatmap.tif          heat 0..1 of the aspecific pattern (float, at processing resolution)
+  mask.tif             heat >= threshold (8-bit, 255 inside)
+  regions.geojson      the mask's regions as QuPath annotations, in input pixels
+  summary.json         parameters and where each came from, model, areas, timings
+  heat_histogram.json  pixel counts per heat bin (the area at any threshold)
+  heat.dzi, heat_files/        the heat as an 8-bit grey Deep Zoom pyramid
+  pyramid/mosaic.dzi, mosaic_files/  the mosaic's own Deep Zoom pyramid
+"""
+
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("segment", help="segment one RCM mosaic (file or VivaBlock folder)")
+    p = sub.add_parser(
+        "segment",
+        help="segment one RCM mosaic (file or VivaBlock folder)",
+        description="Segment one RCM mosaic: sliding-window CAM or ScoreCAM of the model, stitched with\n"
+        "Gaussian weights into a heat map of the aspecific pattern, its mask and its regions.",
+        epilog=OUTPUTS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("input", type=Path, help="TIFF/BigTIFF, PNG, JPEG, BMP or a VivaBlock folder")
     p.add_argument(
         "--out", type=Path, required=True, help="output folder (must not exist unless --overwrite)"
@@ -171,7 +189,10 @@ def run(args: argparse.Namespace) -> int:
         bar = bars.get(p.stage)
         if bar is None:
             bar = bars[p.stage] = tqdm(
-                total=p.total, desc=p.stage, unit="win" if p.stage == "windows" else "step"
+                total=p.total,
+                desc=p.stage,
+                unit="win" if p.stage == "windows" else "step",
+                disable=None,  # off when stderr is not a terminal
             )
         bar.total = p.total
         bar.update(p.done - bar.n)

@@ -49,12 +49,14 @@ def run(args: argparse.Namespace) -> int:
     if args.pixel_size_um is not None and not args.pixel_size_um > 0:
         raise InvalidParameter(f"--pixel-size-um must be > 0, got {args.pixel_size_um}")
     mosaics = find_mosaics(args.mosaics, pixel_size_um=args.pixel_size_um)
-    with tqdm(total=2 * len(mosaics), unit="mosaic", desc="weak-labels") as bar:
+    # disable=None: no bar when stderr is not a terminal
+    with tqdm(total=2 * len(mosaics), unit="mosaic", desc="weak-labels", disable=None) as bar:
         table = build_table(
             mosaics, per_class=args.per_class, seed=args.seed, on_mosaic=lambda _n: bar.update()
         )
     write_table(args.out, table)
     for split, counts in sorted(table_counts(table).items()):
         log.info("%s: %d patches %s", split, sum(counts.values()), counts)
-    log.info("wrote %d patches from %d mosaics to %s", len(table), len(mosaics), args.out)
+    unit = "mosaic" if len(mosaics) == 1 else "mosaics"
+    log.info("wrote %d patches from %d %s to %s", len(table), len(mosaics), unit, args.out)
     return 0

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from models.phantom.generate import (
     FIELD_UM,
+    LEAST_SIDE_UM,
     MAX_SIDE_UM,
     MIN_SIDE_UM,
     Phantom,
@@ -19,6 +20,7 @@ from models.phantom.textures import MILD
 
 __all__ = [
     "FIELD_UM",
+    "LEAST_SIDE_UM",
     "MAX_SIDE_UM",
     "MILD",
     "MIN_SIDE_UM",

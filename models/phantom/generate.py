@@ -17,7 +17,11 @@ FIELD_UM = 500.0
 
 MIN_SIDE_UM = 3500.0
 MAX_SIDE_UM = 6000.0
-"""Mosaic sides the command line accepts: 1750-3000 px at 2 um/px, 7000-12000 px at 0.5 um/px."""
+"""The command line's default range of mosaic sides, like the paper's mosaics: 1750-3000 px at 2 um/px,
+7000-12000 px at 0.5 um/px."""
+LEAST_SIDE_UM = FIELD_UM
+"""The smallest side the command line accepts: one microscope field (250 px at 2 um/px), for a quick try.
+The generator itself draws down to 0.3 mm (``PhantomParams``)."""
 
 
 @dataclass(frozen=True, kw_only=True)

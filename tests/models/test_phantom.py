@@ -84,9 +84,36 @@ def test_files_and_manifest(tmp_path: Path) -> None:
         assert row["patient"] and row["pixel_size_um"] == "2.0"
 
 
-def test_command_line_rejects_sizes_outside_the_paper_range(
+def test_command_line_rejects_sizes_outside_its_range(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = main(["phantom", "--out", str(tmp_path), "--count", "1", "--min-side-um", "1000"])
-    assert code == 2
-    assert "--min-side-um" in capsys.readouterr().err
+    for sides in (
+        ["--min-side-um", "400"],
+        ["--max-side-um", "6500"],
+        ["--min-side-um", "2000", "--max-side-um", "1000"],
+    ):
+        code = main(["phantom", "--out", str(tmp_path / "out"), "--count", "1", *sides])
+        assert code == 2
+        assert "500 <= --min-side-um <= --max-side-um <= 6000 um" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_quick_small_phantom_from_the_command_line(tmp_path: Path) -> None:
+    """One microscope field (0.5 mm) a side is the smallest; --max-side-um alone sets both sides."""
+    assert main(["phantom", "--out", str(tmp_path / "a"), "--count", "1", "--max-side-um", "500"]) == 0
+    assert main(["phantom", "--out", str(tmp_path / "b"), "--count", "2", "--max-side-um", "1000"]) == 0
+    for folder, side in (("a", 250), ("b", 500)):
+        with (tmp_path / folder / MANIFEST).open(newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        assert {(int(r["width"]), int(r["height"])) for r in rows} == {(side, side)}
+
+
+def test_the_command_line_sizes_are_the_generator_s() -> None:
+    from app.cli import phantom as cli
+    from models import phantom
+
+    assert (cli.LEAST_SIDE_UM, cli.MIN_SIDE_UM, cli.MAX_SIDE_UM) == (
+        phantom.LEAST_SIDE_UM,
+        phantom.MIN_SIDE_UM,
+        phantom.MAX_SIDE_UM,
+    )

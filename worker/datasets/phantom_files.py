@@ -105,5 +105,6 @@ def generate_phantoms(
         if on_mosaic is not None:
             on_mosaic(row)
     write_manifest(out, rows)
-    log.info("wrote %d phantom mosaics and %s to %s", len(rows), MANIFEST, out)
+    unit = "mosaic" if len(rows) == 1 else "mosaics"
+    log.info("wrote %d phantom %s and %s to %s", len(rows), unit, MANIFEST, out)
     return rows

@@ -168,7 +168,7 @@ def segment_mosaic(
         swap_into_place(tmp, out_dir)
         windows = summary["windows"]
         log.info(
-            "segmented %s: %d windows (%d skipped) in %.1f s",
+            "segmented %s (windows: %d, skipped: %d) in %.1f s",
             source.name,
             windows["total"],
             windows["skipped"],

@@ -170,7 +170,7 @@ class _Sweep:
                 self.progress(Progress("windows", self.done, self.total))
             self.result.records.append(_record(spec, mosaic, stats, seconds))
             log.info(
-                "%s %s step %d: mosaic %d/%d %s, %d windows, %d sigmas in %.1f s",
+                "%s %s step %d: mosaic %d/%d %s (windows: %d, sigmas: %d) in %.1f s",
                 spec.cam, spec.mode, spec.step, n + 1, len(mosaics), mosaic.name, stats.total,
                 len(spec.configs), seconds,
             )  # fmt: skip

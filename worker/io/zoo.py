@@ -60,4 +60,7 @@ def resolve_model(name_or_path: str | Path | None, zoo: Path = DEFAULT_ZOO) -> P
     in_zoo = zoo / str(name_or_path)
     if name_or_path is not None and "/" not in str(name_or_path) and in_zoo.is_dir():
         return in_zoo
-    raise InvalidModel(f"{name_or_path or candidate}: no such model folder or zoo model")
+    known = ", ".join(list_models(zoo)) or "none"
+    raise InvalidModel(
+        f"{name_or_path or candidate}: no such model folder or zoo model (the zoo {zoo} has: {known})"
+    )

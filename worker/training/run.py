@@ -77,7 +77,9 @@ class TrainingRun:
             if len(part) == 0:
                 raise InvalidParameter(f"{spec.patches}: the {name} split has no patches")
         cache = spec.cache or spec.patches.with_name(f"{spec.patches.stem}_cache")
-        with tqdm(total=len(set(self.table.mosaic)), unit="mosaic", desc="cache") as bar:
+        mosaics = len(set(self.table.mosaic))
+        # disable=None: no bar when stderr is not a terminal
+        with tqdm(total=mosaics, unit="mosaic", desc="cache", disable=None) as bar:
             self.sources = cache_mosaics(self.table, cache, on_mosaic=lambda _n: bar.update())
         self.state_dir: Path = spec.state_dir or spec.out.with_name(f"{spec.out.name}.state")
         self.epoch_bar: Any = None
@@ -101,7 +103,11 @@ class TrainingRun:
     def train_batches(self, epoch: int) -> Any:
         batches = self.loader("train", train=True, epoch=epoch)
         self.epoch_bar = tqdm(
-            batches, desc=f"epoch {epoch + 1}/{self.params.epochs}", unit="batch", leave=False
+            batches,
+            desc=f"epoch {epoch + 1}/{self.params.epochs}",
+            unit="batch",
+            leave=False,
+            disable=None,  # off when stderr is not a terminal
         )
         return self.epoch_bar
 
