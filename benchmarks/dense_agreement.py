@@ -29,7 +29,7 @@ from worker.datasets.annotated import AnnotatedMosaic, labels_for
 from worker.engine.dense_tiles import STRIDE, DenseOptions
 from worker.engine.device import default_batch_size
 from worker.engine.params import SegmentParams
-from worker.engine.processing import processing_image
+from worker.io.processing import processing_image
 from worker.engine.run import WindowStats
 from worker.engine.windows import WindowGrid
 from worker.evaluation.data import load_split

@@ -37,3 +37,13 @@ class ExportFailed(RcmSegError, OSError):
     """The results could not be written (a full disk, a read-only or vanished folder)."""
 
     code = "export_failed"
+
+    @classmethod
+    def because(cls, exc: Exception) -> ExportFailed:
+        """The OS's (or libvips') reason, never a complaint about the input."""
+        if isinstance(exc, OSError):
+            reason = exc.strerror or str(exc)
+        else:
+            lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+            reason = lines[-1] if lines else str(exc)
+        return cls(f"writing the results failed: {reason}")

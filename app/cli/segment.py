@@ -130,7 +130,7 @@ def log_cost(plan: Any, card: Any, params: Any, channels: int) -> None:
 def check_before_model(args: argparse.Namespace, card: Any, device: Any) -> tuple[Any, Any, Any]:
     """Parameters, layout and plan, checked without loading the network (so errors come at once)."""
     from worker.engine.device import default_precision
-    from worker.engine.params import SegmentParams, plan_mosaic
+    from worker.engine.params import SegmentParams, plan_for
     from worker.io.mosaic import VivaBlockLayout, probe
 
     if args.out.exists() and not args.overwrite:
@@ -141,14 +141,7 @@ def check_before_model(args: argparse.Namespace, card: Any, device: Any) -> tupl
     )
     layout = VivaBlockLayout(cols=args.grid_cols, serpentine=args.serpentine)
     header = probe(args.input, max_pixels=args.max_pixels, layout=layout)
-    plan = plan_mosaic(
-        params,
-        width=header.width,
-        height=header.height,
-        file_pixel_size_um=header.pixel_size_um,
-        window=card.window,
-        model_pixel_size_um=card.pixel_size_um,
-    )
+    plan = plan_for(params, header, card)
     return params, layout, plan
 
 

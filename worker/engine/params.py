@@ -128,6 +128,26 @@ class MethodDefaults(Protocol):
     def value_of(self, name: str) -> Any: ...
 
 
+class MosaicSize(Protocol):
+    """A mosaic's header as far as a plan needs it (``worker.io.mosaic.MosaicHeader``, a stored record)."""
+
+    @property
+    def width(self) -> int: ...
+    @property
+    def height(self) -> int: ...
+    @property
+    def pixel_size_um(self) -> float | None: ...
+
+
+class ModelGeometry(Protocol):
+    """A model card as far as a plan needs it (``models.card.ModelCard``)."""
+
+    @property
+    def window(self) -> int: ...
+    @property
+    def pixel_size_um(self) -> float: ...
+
+
 PixelSizeSource = Literal["request", "file", "assumed"]
 
 
@@ -207,3 +227,15 @@ class Progress:
 
 ProgressFn = Callable[[Progress], None]
 CancelFn = Callable[[], bool]
+
+
+def plan_for(params: SegmentParams, mosaic: MosaicSize, card: ModelGeometry) -> Plan:
+    """``plan_mosaic`` for a mosaic header and a model card."""
+    return plan_mosaic(
+        params,
+        width=mosaic.width,
+        height=mosaic.height,
+        file_pixel_size_um=mosaic.pixel_size_um,
+        window=card.window,
+        model_pixel_size_um=card.pixel_size_um,
+    )

@@ -1,14 +1,13 @@
 """The mosaic pipeline: read, downsample, run windows through the network, stitch, export.
 
 ``segment_mosaic`` is the whole pipeline used by the command line and the queue job; its stages live in
-their own modules (:mod:`worker.engine.processing`, :mod:`worker.engine.run`,
+their own modules (:mod:`worker.io.processing`, :mod:`worker.engine.run`,
 :mod:`worker.engine.dense_tiles`, :mod:`worker.io.export`, :mod:`worker.engine.summary`).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import tempfile
 import time
@@ -31,17 +30,17 @@ from worker.engine.params import (
     ProgressFn,
     RunOptions,
     SegmentParams,
-    plan_mosaic,
+    plan_for,
 )
-from worker.engine.processing import processing_image
 from worker.engine.run import WindowStats, run_windows, stitch_windows
 from worker.engine.summary import RunFacts, build_summary
 from worker.engine.windows import WindowGrid
 from worker.errors import ExportFailed
 from worker.io.checkpoint import LoadedModel
 from worker.io.export import write_outputs, write_summary
-from worker.io.files import swap_into_place
+from worker.io.files import current_umask, swap_into_place
 from worker.io.mosaic import Mosaic, VivaBlockLayout, decode_error, input_sha256, open_mosaic
+from worker.io.processing import processing_image
 
 log = logging.getLogger(__name__)
 
@@ -139,18 +138,10 @@ def segment_mosaic(
     started = time.perf_counter()
     (progress or (lambda _p: None))(Progress("read", 0, 1))
     mosaic = open_mosaic(source, max_pixels=options.max_pixels, layout=layout)
-    header, card = mosaic.header, model.card
-    plan = plan_mosaic(
-        params,
-        width=header.width,
-        height=header.height,
-        file_pixel_size_um=header.pixel_size_um,
-        window=card.window,
-        model_pixel_size_um=card.pixel_size_um,
-    )
+    plan = plan_for(params, mosaic.header, model.card)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private (0700); a result folder follows the umask
+    tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes it private (0700); a result folder follows the umask
     scratch = Path(tempfile.mkdtemp(prefix="rcmseg-", dir=options.workdir))
     try:
         summary = _segment_into(
@@ -166,13 +157,13 @@ def segment_mosaic(
         if out_dir.exists() and not overwrite:
             raise InvalidParameter(f"{out_dir}: output folder already exists")
         swap_into_place(tmp, out_dir)
-        windows = summary["windows"]
+        counts, seconds = summary["windows"], summary["timings_s"]["total"]
         log.info(
             "segmented %s (windows: %d, skipped: %d) in %.1f s",
             source.name,
-            windows["total"],
-            windows["skipped"],
-            summary["timings_s"]["total"],
+            counts["total"],
+            counts["skipped"],
+            seconds,
         )
         return summary
     except pyvips.Error as exc:
@@ -240,9 +231,7 @@ def _segment_into(
     )
     facts = _facts(source, image, model, params=params, options=options, downsample=downsample)
     timings = {"read_downsample": time.perf_counter() - source.started}
-    if progress is not None:
-        progress(Progress("read", 1, 1))
-
+    (progress or (lambda _p: None))(Progress("read", 1, 1))
     t1 = time.perf_counter()
     heat, covered, stats = heat_of(
         image,
@@ -259,7 +248,6 @@ def _segment_into(
     del image  # the processing image is not needed for export: free it before the pyramids
     release_freed_memory()
     timings.update({stage: stats.seconds[stage] for stage in STAGES})
-
     t2 = time.perf_counter()
     try:
         export = write_outputs(
@@ -269,9 +257,10 @@ def _segment_into(
             downsample=downsample,
             threshold=facts.threshold,
             progress=progress,
+            pixel_size_um=model.card.pixel_size_um,  # the TIFFs are at processing resolution
         )
     except (pyvips.Error, OSError) as exc:
-        raise export_failed(exc) from None
+        raise ExportFailed.because(exc) from None
     timings.update(export.timings)
     timings["export_total"] = time.perf_counter() - t2
     timings["total"] = time.perf_counter() - source.started
@@ -281,23 +270,5 @@ def _segment_into(
     try:
         write_summary(tmp, summary)
     except OSError as exc:
-        raise export_failed(exc) from None
+        raise ExportFailed.because(exc) from None
     return summary
-
-
-def export_failed(exc: Exception) -> ExportFailed:
-    """The error for results that could not be written (a full disk, a read-only folder): the OS's reason,
-    never a complaint about the input."""
-    if isinstance(exc, OSError):
-        reason = exc.strerror or str(exc)
-    else:
-        lines = [line for line in str(exc).strip().splitlines() if line.strip()]
-        reason = lines[-1] if lines else str(exc)
-    return ExportFailed(f"writing the results failed: {reason}")
-
-
-def _umask() -> int:
-    """The process's umask (reading it means setting it; it is set straight back)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask

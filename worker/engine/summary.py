@@ -42,21 +42,10 @@ def build_summary(
     timings: dict[str, float],
 ) -> dict[str, Any]:
     """The summary of one run; areas are in mm^2 at the model's processing pixel size."""
-    card, header, grid = model.card, facts.mosaic.header, facts.grid
+    card, grid = model.card, facts.grid
     mm2_per_px = (card.pixel_size_um * 1e-3) ** 2
     return {
-        "input": {
-            "name": facts.source_name,
-            "sha256": facts.sha256,
-            "format": header.format,
-            "width": header.width,
-            "height": header.height,
-            "bands": header.bands,
-            "bit_depth": header.bit_depth,
-            "notes": facts.mosaic.notes,
-            "pixel_size_um": facts.plan.input_pixel_size_um,
-            "pixel_size_source": facts.plan.pixel_size_source,
-        },
+        "input": _input_section(facts),
         "processing": {
             "width": grid.width,
             "height": grid.height,
@@ -93,6 +82,22 @@ def build_summary(
         "notes": fitness_notes(facts, stats, card.intended_use),
         "timings_s": {k: round(v, 4) for k, v in timings.items()},
         "version": package_version(),
+    }
+
+
+def _input_section(facts: RunFacts) -> dict[str, Any]:
+    header = facts.mosaic.header
+    return {
+        "name": facts.source_name,
+        "sha256": facts.sha256,
+        "format": header.format,
+        "width": header.width,
+        "height": header.height,
+        "bands": header.bands,
+        "bit_depth": header.bit_depth,
+        "notes": facts.mosaic.notes,
+        "pixel_size_um": facts.plan.input_pixel_size_um,
+        "pixel_size_source": facts.plan.pixel_size_source,
     }
 
 

@@ -17,7 +17,6 @@ from models.metrics.roc import mosaic_histogram
 from worker.datasets.annotated import MAX_PIXELS, AnnotatedMosaic, labels_for
 from worker.engine.device import default_batch_size
 from worker.engine.params import Progress, ProgressFn, RunOptions, SegmentParams
-from worker.engine.processing import processing_image
 from worker.engine.run import WindowStats
 from worker.engine.windows import WindowGrid
 from worker.evaluation.data import EvalSplit, score_patches
@@ -34,6 +33,7 @@ from worker.evaluation.protocol import (
 from worker.evaluation.sweep import dense_sweep, output_stride, preview, sweep_heatmaps
 from worker.io.checkpoint import LoadedModel
 from worker.io.mosaic import open_mosaic, probe
+from worker.io.processing import processing_image
 
 log = logging.getLogger(__name__)
 

@@ -30,6 +30,7 @@ from PIL import Image, UnidentifiedImageError
 
 from worker.errors import MosaicTooLarge, UnreadableMosaic, UnsupportedMosaic
 from worker.io.files import sha256_of
+from worker.io.resolution import recorded_pixel_size_um
 
 LOADERS = {"tiffload": "tiff", "pngload": "png", "jpegload": "jpeg"}
 BIT_DEPTHS = {"uchar": 8, "ushort": 16}
@@ -167,27 +168,6 @@ def _vivablock_header(folder: Path, layout: VivaBlockLayout) -> tuple[MosaicHead
     cols, rows = _grid(len(tiles), layout, folder)
     header = MosaicHeader(width=cols * fov, height=rows * fov, bands=1, bit_depth=8, format="vivablock")
     return header, tiles, fov
-
-
-PLAUSIBLE_PIXEL_UM = (0.05, 20.0)
-"""Pixel sizes a microscope mosaic can have. Outside it a recorded resolution is a writer's placeholder
-(libvips reports 1 px/mm where a file has none; 72 or 300 dpi are common defaults), not a measurement."""
-OME_SIZE = re.compile(r'PhysicalSizeX="([0-9.eE+-]+)"(?:[^>]*?PhysicalSizeXUnit="([^"]+)")?')
-OME_UNITS_UM = {"µm": 1.0, "um": 1.0, "nm": 1e-3, "mm": 1e3}
-
-
-def recorded_pixel_size_um(img: pyvips.Image) -> float | None:
-    """The pixel size a file records: OME-XML ``PhysicalSizeX`` first, else the TIFF X/YResolution or PNG
-    pHYs (libvips gives both as pixels per mm); ``None`` when it is missing, not square or implausible."""
-    size: float | None = None
-    if "image-description" in img.get_fields():
-        match = OME_SIZE.search(str(img.get("image-description")))
-        if match is not None and (match.group(2) or "µm") in OME_UNITS_UM:
-            size = float(match.group(1)) * OME_UNITS_UM[match.group(2) or "µm"]
-    if size is None and img.xres > 0 and math.isclose(img.xres, img.yres, rel_tol=1e-3):
-        size = 1000.0 / img.xres
-    lo, hi = PLAUSIBLE_PIXEL_UM
-    return size if size is not None and lo <= size <= hi else None
 
 
 def probe(path: Path, *, max_pixels: int, layout: VivaBlockLayout | None = None) -> MosaicHeader:

@@ -13,7 +13,7 @@ from app.api.services.identity import choose_model
 from app.storage import MosaicRecord
 from models.card import ModelCard
 from models.errors import InvalidParameter
-from worker.engine.params import SegmentParams, plan_mosaic
+from worker.engine.params import SegmentParams, plan_for
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -27,14 +27,7 @@ def _segment_params(body: JobCreate, card: ModelCard, mosaic: MosaicRecord) -> S
     run it (the same validation as the command line's), so a job that would fail is refused now."""
     try:
         params = SegmentParams.from_values(body.engine_values(), defaults=card.method_defaults())
-        plan_mosaic(
-            params,
-            width=mosaic.width,
-            height=mosaic.height,
-            file_pixel_size_um=mosaic.pixel_size_um,
-            window=card.window,
-            model_pixel_size_um=card.pixel_size_um,
-        )
+        plan_for(params, mosaic, card)
     except InvalidParameter as exc:  # the message starts with the engine's name for the field
         field = exc.field or str(exc).split(" ", 1)[0]
         raise FieldError(FIELD_NAMES.get(field, field), str(exc)) from None

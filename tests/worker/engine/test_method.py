@@ -28,6 +28,7 @@ from worker.engine.stitch import WEIGHT_FLOOR, gaussian_weights
 from worker.engine.windows import WindowGrid
 from worker.io.checkpoint import load_model
 from worker.io.mosaic import probe
+from worker.io.resolution import recorded_pixel_size_um
 
 DEFAULTS = MethodDefaults(cam="cam", step=16, sigma_px=12.0, threshold=0.4)
 
@@ -275,3 +276,12 @@ def test_the_result_folder_follows_the_umask_and_keeps_the_users_file_name(
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "out").stat().st_mode) == 0o750
     assert summary["input"]["name"] == "patient 7 DEJ.png"
+
+
+def test_the_tiffs_record_their_processing_pixel_size(tmp_path: Path, tiny_model_dir: Path) -> None:
+    src = tmp_path / "m.png"
+    pyvips.Image.new_from_array(tissue(64, 64)).pngsave(str(src))
+    segment_mosaic(src, load_model(tiny_model_dir), tmp_path / "out", params=SegmentParams(downsample=1))
+    for name in ("heatmap.tif", "mask.tif"):
+        tiff = pyvips.Image.new_from_file(str(tmp_path / "out" / name))
+        assert recorded_pixel_size_um(tiff) == pytest.approx(2.0), name
