@@ -141,6 +141,27 @@ def test_while_redis_is_down_the_api_answers_503_and_the_worker_waits(
     assert wait_status(alice, again.json()["id"], "finished", "failed")["status"] == "finished"
 
 
+def test_a_worker_that_loses_redis_mid_job_waits_for_it(
+    svc: Service, redis_server: RedisServer, alice: httpx.Client, real_tile: Path
+) -> None:
+    mosaic = upload(alice, real_tile)
+    job_id = alice.post("/v1/jobs", json={"mosaic_id": mosaic, **TINY, "step": 6}).json()["id"]
+    wait_for(
+        lambda: (job(alice, job_id)["windows_done"] or 0) > 0, timeout=120, what="the job to compute windows"
+    )
+    ((name, worker),) = svc.workers.items()
+    redis_server.kill()
+    time.sleep(5)  # the job's next progress report fails, and so does recording its failure
+    assert worker.poll() is None, f"the worker exited; see {svc.logs}/{name}.log"
+    redis_server.start()
+    wait_for(
+        lambda: alice.get("/readyz").json()["workers"] == 1, timeout=90, what="the worker to register again"
+    )
+    assert worker.poll() is None
+    worker_log = (svc.logs / f"{name}.log").read_text()
+    assert "lost Redis; waiting for it" in worker_log and "Redis is back" in worker_log
+
+
 def test_identical_concurrent_submissions_make_one_job(alice: httpx.Client, tmp_path: Path) -> None:
     mosaic = upload(alice, texture_png(tmp_path / "b.png", 256, seed=3))
     body = {"mosaic_id": mosaic, **TINY, "step": 33}
