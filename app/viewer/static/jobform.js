@@ -5,6 +5,7 @@
 
 import { describeError, postJson, uploadFile } from "./api.js";
 import { rememberMosaic } from "./joblist.js";
+import { describeSigma } from "./provenance.js";
 import { $, clearMessage, formatBytes, showMessage } from "./ui.js";
 
 const form = { models: [], mosaic: null, uploadSeq: 0, onSubmitted: () => {} };
@@ -24,6 +25,7 @@ export function initJobForm({ onSubmitted }) {
   $("file-input").addEventListener("change", onFileChosen);
   $("upload-form").addEventListener("submit", (event) => event.preventDefault());
   $("model-select").addEventListener("change", applyModelDefaults);
+  $("sigma-input").addEventListener("input", checkSigma);
   $("job-form").addEventListener("input", updateEstimate);
   $("job-form").addEventListener("submit", onSubmit);
 }
@@ -51,7 +53,7 @@ export function resetJobForm() {
   $("upload-progress").value = 0;
   $("upload-status").textContent = "No file uploaded";
   $("job-fields").disabled = true;
-  updateEstimate();
+  applyModelDefaults();
 }
 
 // -- upload ----------------------------------------------------------------------------------------
@@ -93,19 +95,66 @@ async function onFileChosen() {
 
 // -- parameters and cost ---------------------------------------------------------------------------
 
+/** The input pixel size the engine assumes when neither the request nor the file gives one. */
+const ASSUMED_PIXEL_SIZE_UM = 0.5;
+const PLAIN_AVERAGING = "none";
+const SIGMA_MAX_PX = 4096;
+
+/** A model of GET /v1/models by name ({name, card, defaults, intended_use}), or null. */
+export function modelByName(name) {
+  return form.models.find((m) => m.name === name) || null;
+}
+
+function selectedModel() {
+  return modelByName($("model-select").value);
+}
+
 function selectedCard() {
-  const model = form.models.find((m) => m.name === $("model-select").value);
+  const model = selectedModel();
   return model ? model.card : null;
 }
 
+/** The defaults a request that leaves a field empty gets (the card's; older services send none). */
+function methodDefaults(model) {
+  const d = model.defaults || {};
+  return {
+    cam: d.cam || "cam",
+    step: d.step ?? 25,
+    sigma_px: d.sigma_px === undefined ? null : d.sigma_px,
+    threshold: d.threshold ?? model.card.threshold,
+    chosen_by: d.chosen_by || "",
+  };
+}
+
+/** Placeholders and the method radio from the chosen model's defaults: an empty field sends nothing. */
 function applyModelDefaults() {
-  const card = selectedCard();
-  if (!card) return;
+  const model = selectedModel();
+  if (!model) return;
+  const card = model.card;
+  const d = methodDefaults(model);
   $("step-input").max = String(card.window);
-  $("sigma-input").placeholder = "auto (" + card.window / 4 + ")";
-  $("threshold-input").placeholder = "model's " + card.threshold;
-  $("pixel-size-hint").textContent = "of the uploaded mosaic; the model reads " + card.pixel_size_um + " µm/px";
+  $("step-input").placeholder = d.step + " (default)";
+  $("sigma-input").placeholder = (d.sigma_px === null ? PLAIN_AVERAGING : +d.sigma_px.toFixed(2)) + " (default)";
+  $("threshold-input").placeholder = d.threshold + " (default)";
+  const cam = document.querySelector("input[name=cam][value=" + (d.cam === "scorecam" ? "scorecam" : "cam") + "]");
+  cam.checked = true;
+  $("defaults-hint").textContent = "An empty field takes the model's default: " +
+    (d.cam === "scorecam" ? "ScoreCAM" : "CAM") + ", step " + d.step + " px, sigma " + describeSigma(d.sigma_px) +
+    ", threshold " + d.threshold + "." + (d.chosen_by ? " Chosen by: " + d.chosen_by + "." : "");
+  $("pixel-size-hint").textContent = "of the uploaded mosaic; empty: what the file records, else " +
+    ASSUMED_PIXEL_SIZE_UM + " µm assumed. The model reads " + card.pixel_size_um + " µm/px.";
+  checkSigma();
   updateEstimate();
+}
+
+/** Sigma is a number of pixels in (0, 4096] or "none"; the browser points out anything else. */
+function checkSigma() {
+  const input = $("sigma-input");
+  const text = input.value.trim().toLowerCase();
+  const value = Number(text);
+  const ok = text === "" || text === PLAIN_AVERAGING || (Number.isFinite(value) && value > 0 && value <= SIGMA_MAX_PX);
+  input.setCustomValidity(ok ? "" : 'Sigma is a number of pixels above 0 and up to ' + SIGMA_MAX_PX +
+    ', or "none" for plain averaging.');
 }
 
 /** Python's round(): halves go to the even neighbour, as the engine rounds the downsample factor. */
@@ -135,9 +184,12 @@ function chosenMethod() {
 
 function updateEstimate() {
   const out = $("cost-estimate");
-  const card = selectedCard();
-  const step = Number($("step-input").value);
-  const pixelSizeUm = Number($("pixel-size-input").value);
+  const model = selectedModel();
+  const card = model ? model.card : null;
+  const stepText = $("step-input").value.trim();
+  const pixelText = $("pixel-size-input").value.trim();
+  const step = stepText ? Number(stepText) : model ? methodDefaults(model).step : NaN;
+  const pixelSizeUm = pixelText ? Number(pixelText) : ASSUMED_PIXEL_SIZE_UM;
   if (!form.mosaic || !card) {
     out.textContent = "Upload a mosaic to see the estimated cost.";
   } else if (!(Number.isInteger(step) && step >= 1 && step <= card.window) || !(pixelSizeUm > 0)) {
@@ -145,7 +197,8 @@ function updateEstimate() {
   } else {
     const cost = estimateCost(form.mosaic, card, { step, pixelSizeUm });
     out.textContent = "Estimated cost: " + cost.windows.toLocaleString("en") + " windows of " + card.window +
-      " px over " + cost.width + " × " + cost.height + " px (mosaic reduced " + cost.downsample + "×). " +
+      " px over " + cost.width + " × " + cost.height + " px (mosaic reduced " + cost.downsample + "×" +
+      (pixelText ? "" : " if the file records no pixel size") + "). " +
       (chosenMethod() === "scorecam"
         ? "ScoreCAM runs the network once per feature channel of every window: hundreds of times slower than CAM."
         : "CAM: one network pass per window.");
@@ -154,19 +207,24 @@ function updateEstimate() {
 
 // -- submitting ------------------------------------------------------------------------------------
 
+/** The job's body: a field left empty is not sent, so the model card's default applies (and is recorded so). */
 function jobRequest() {
   const body = {
     mosaic_id: form.mosaic.id,
     model: $("model-select").value,
-    cam: chosenMethod(),
-    step: Number($("step-input").value),
-    pixel_size_um: Number($("pixel-size-input").value),
     precision: $("precision-select").value,
   };
-  const sigma = $("sigma-input").value.trim();
+  const model = selectedModel();
+  const cam = chosenMethod();
+  if (!model || cam !== methodDefaults(model).cam) body.cam = cam;
+  const step = $("step-input").value.trim();
+  const sigma = $("sigma-input").value.trim().toLowerCase();
   const threshold = $("threshold-input").value.trim();
-  if (sigma) body.sigma_px = Number(sigma);
+  const pixelSize = $("pixel-size-input").value.trim();
+  if (step) body.step = Number(step);
+  if (sigma) body.sigma_px = sigma === PLAIN_AVERAGING ? PLAIN_AVERAGING : Number(sigma);
   if (threshold) body.threshold = Number(threshold);
+  if (pixelSize) body.pixel_size_um = Number(pixelSize);
   return body;
 }
 

@@ -1,10 +1,11 @@
 /*
  * The owner's jobs, polled every 2 s while one is queued or running (10 s otherwise): status, progress,
- * ETA, errors, and Open / Cancel buttons.
+ * the time left (measured from the job's own rate, eta.js), errors, and Open / Cancel buttons.
  * Rows are updated in place, so keyboard focus stays on a button while the list refreshes.
  */
 
 import { apiJson, describeError, session } from "./api.js";
+import { roundedSeconds, WindowRate } from "./eta.js";
 import { $, clearMessage, formatDuration, formatTime, showMessage } from "./ui.js";
 
 const POLL_LIVE_MS = 2000;
@@ -13,6 +14,7 @@ const POLL_IDLE_MS = 10000;
 const list = {
   jobs: new Map(),
   mosaicNames: new Map(),
+  rates: new Map(), // job id -> WindowRate of its windows stage, from the polls
   openJobId: null,
   timer: null,
   onOpen: () => {},
@@ -35,6 +37,12 @@ export function upsertJob(job) {
   render();
 }
 
+/** Scroll the job's row into view (the list is below the form, and below the image on a narrow window). */
+export function revealJob(jobId) {
+  const row = $("job-list").querySelector('li[data-job-id="' + jobId + '"]');
+  if (row) row.scrollIntoView({ block: "nearest" });
+}
+
 export function markOpen(jobId) {
   list.openJobId = jobId;
   render();
@@ -55,6 +63,7 @@ export async function pollJobs() {
   try {
     const body = await apiJson("v1/jobs");
     list.jobs = new Map(body.jobs.map((j) => [j.id, j]));
+    measureRates(performance.now() / 1000);
     if (body.jobs.some((j) => !list.mosaicNames.has(j.mosaic_id))) await refreshMosaicNames();
     render();
   } catch (error) {
@@ -69,6 +78,7 @@ export function stopJobList() {
   clearTimeout(list.timer);
   list.timer = null;
   list.jobs.clear();
+  list.rates.clear();
   list.openJobId = null;
   $("job-list").replaceChildren();
   $("jobs-empty").hidden = false;
@@ -83,13 +93,33 @@ const STAGES = {
   export: "Writing the layers",
 };
 
+/** Feed each running job's window count to its rate; forget the jobs that stopped running. */
+function measureRates(now) {
+  for (const id of list.rates.keys()) {
+    const job = list.jobs.get(id);
+    if (!job || job.status !== "running") list.rates.delete(id);
+  }
+  for (const job of list.jobs.values()) {
+    if (job.status !== "running" || job.stage !== "windows" || !Number.isFinite(job.windows_done)) continue;
+    if (!list.rates.has(job.id)) list.rates.set(job.id, new WindowRate());
+    list.rates.get(job.id).add(now, job.windows_done);
+  }
+}
+
+function secondsLeft(job) {
+  const rate = list.rates.get(job.id);
+  if (!rate || job.stage !== "windows" || !job.windows_total) return null;
+  return rate.secondsLeft(job.windows_total, performance.now() / 1000);
+}
+
 function progressDetail(job) {
   const stage = job.cancel_requested ? "Stopping" : STAGES[job.stage] || job.stage || job.status;
   const parts = [stage + " " + Math.round(100 * job.progress) + "%"];
   if (job.stage === "windows" && job.windows_total) {
     parts.push((job.windows_done || 0).toLocaleString("en") + " / " + job.windows_total.toLocaleString("en"));
   }
-  if (job.eta_s !== null && job.eta_s !== undefined) parts.push("about " + formatDuration(job.eta_s) + " left");
+  const left = secondsLeft(job);
+  if (left !== null) parts.push("about " + formatDuration(roundedSeconds(left)) + " of windows left");
   return parts;
 }
 

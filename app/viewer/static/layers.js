@@ -92,7 +92,9 @@ export async function showLayers(job) {
   const viewer = ensureViewer();
   viewer.world.removeAll();
   view.layers = {};
-  view.pixelSizeUm = job.params.pixel_size_um || DEFAULT_PIXEL_SIZE_UM;
+  // The input's pixel size as the job used it (requested, read from the file, or assumed: summary.input).
+  view.pixelSizeUm = (job.result.summary.input || {}).pixel_size_um || job.params.pixel_size_um ||
+    DEFAULT_PIXEL_SIZE_UM;
   const live = setUpThreshold(job, seq);
   removeOutline();
   loadOutline(job.result.geojson, seq);
@@ -178,7 +180,7 @@ async function previewMosaic(mosaic) {
     view.stats.previewed = mosaic.id;
     $("stage-empty").hidden = true;
     viewer.viewport.goHome(true);
-    $("scalebar").hidden = false;
+    $("scalebar").hidden = true; // the pixel size is known once a job has read the file
     redrawOverlays();
   } catch (error) {
     view.stats.layerFailures.push(error.message);

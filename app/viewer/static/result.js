@@ -4,11 +4,11 @@
  */
 
 import { api, describeError } from "./api.js";
+import { modelByName } from "./jobform.js";
 import { jobName } from "./joblist.js";
 import { currentThreshold, regionsAtCurrentThreshold } from "./layers.js";
+import { methodRows, pixelSizeText, showNotice } from "./provenance.js";
 import { $, formatDuration, formatNumber, formatTime, showMessage } from "./ui.js";
-
-const DEFAULT_PIXEL_SIZE_UM = 0.5;
 
 const DOWNLOADS = {
   geojson: { url: (result) => result.geojson, suffix: "regions.geojson" },
@@ -32,6 +32,7 @@ export function initResultPanel() {
 export function showResult(job) {
   shown = job;
   $("panel-job").textContent = jobName(job) + " · job " + job.id.slice(0, 8);
+  showNotice(job, modelByName(job.model));
   const list = $("summary-list");
   list.replaceChildren();
   for (const [term, value] of summaryRows(job)) {
@@ -54,19 +55,16 @@ export function hideResult() {
 function summaryRows(job) {
   const s = job.result.summary;
   const input = s.input || {};
-  const processing = s.processing || {};
   const windows = s.windows || {};
   const timings = s.timings_s || {};
-  const pixelSize = job.params.pixel_size_um || DEFAULT_PIXEL_SIZE_UM;
+  const cardName = s.model ? s.model.name : "—";
   return [
     ["Aspecific area", (100 * s.aspecific_area_fraction).toFixed(2) + "% (" + formatNumber(s.aspecific_area_mm2, 3) + " mm²)"],
     ["Max window probability", formatNumber(s.max_window_probability, 3)],
     ["Regions", String(s.regions)],
-    ["Model", (s.model ? s.model.name : "—") + " (" + job.model + ")"],
-    ["Method", s.cam === "scorecam" ? "ScoreCAM" : "CAM"],
-    ["Step / sigma", s.step + " px / " + (s.sigma === null ? "auto (window/4)" : s.sigma + " px")],
-    ["Threshold", formatNumber(s.threshold, 2)],
-    ["Pixel size", pixelSize + " µm, processed at " + processing.pixel_size_um + " µm (÷" + processing.downsample + ")"],
+    ["Model", cardName + (cardName === job.model ? "" : " (" + job.model + ")")],
+    ...methodRows(s),
+    ["Pixel size", pixelSizeText(s, job.params.pixel_size_um)],
     ["Precision / device", s.precision + " / " + s.device],
     ["Mosaic", jobName(job) + ", " + input.width + " × " + input.height + " px, " + input.bit_depth + "-bit"],
     ["Windows", (windows.computed ?? "—") + " computed, " + (windows.skipped ?? 0) + " skipped"],

@@ -9,10 +9,10 @@
 
 import { apiJson, describeError, session } from "./api.js";
 import { initJobForm, resetJobForm, setModels } from "./jobform.js";
-import { initJobList, markOpen, pollJobs, refreshMosaicNames, stopJobList, upsertJob } from "./joblist.js";
+import { initJobList, markOpen, pollJobs, refreshMosaicNames, revealJob, stopJobList, upsertJob } from "./joblist.js";
 import { clearLayers, destroyViewer, initLayerControls, showLayers, view } from "./layers.js";
 import { hideResult, initResultPanel, showResult } from "./result.js";
-import { $, clearMessage, showMessage } from "./ui.js";
+import { $, clearMessage, formatTime, showMessage } from "./ui.js";
 
 const TOKEN_KEY = "rcmseg.token";
 
@@ -68,6 +68,13 @@ function openJob(job) {
   showResult(job);
   markOpen(job.id);
   showLayers(job);
+  revealStage();
+}
+
+/** Where the image is not at the top of the window (a narrow one scrolled to the list), scroll it there. */
+function revealStage() {
+  const top = document.querySelector(".stage").getBoundingClientRect().top;
+  if (top < 0 || top > window.innerHeight / 2) window.scrollTo({ top: 0 });
 }
 
 function closeJob() {
@@ -79,12 +86,16 @@ function closeJob() {
 
 function onJobSubmitted(job) {
   upsertJob(job);
-  if (job.reused && job.status === "finished") {
-    showMessage("This mosaic had already been segmented with the same model and parameters: showing that result.",
-      "info");
-    openJob(job);
-  } else if (job.reused) {
-    showMessage("The same job is already queued or running; follow it in the list.", "info");
+  const earlier = "job " + job.id.slice(0, 8) + " of " + formatTime(job.created_at);
+  if (job.reused && job.status === "finished" && job.result) {
+    openJob(job); // it clears the banner: the notice comes after
+    showMessage("Already segmented with these parameters — showing the earlier result (" + earlier + ").", "info");
+  } else {
+    if (job.reused) {
+      showMessage("Already submitted with these parameters — the earlier job (" + earlier + ") is " + job.status +
+        "; follow it in the list.", "info");
+    }
+    revealJob(job.id);
   }
   pollJobs();
 }

@@ -1,8 +1,11 @@
 """The viewer page end to end, in headless Chromium against the real API and a real worker.
 
 A person's path through the page: sign in (a wrong token first), upload the real RCM tile, choose the
-parameters, follow the job to ``finished``, open it, and look at the mosaic with its heatmap and mask. The
-screenshot goes to ``test-artifacts/viewer.png``; with ``RCMSEG_UPDATE_DOCS=1`` also to ``docs/viewer.png``.
+parameters, follow the job to ``finished``, open it, and look at the mosaic with its heatmap and mask;
+then, on a window of 800 x 1000, an error banner, the same parameters again (the earlier result, said so)
+and a job with the model's defaults. Screenshots go to ``test-artifacts/``; with ``RCMSEG_UPDATE_DOCS=1``
+the narrow one also to ``docs/viewer-narrow.png``. (``docs/viewer.png`` shows the shipped model on a
+phantom: see docs/viewer.md.)
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Locator, Page, expect
+from playwright.sync_api import Locator, Page, Request, Response, expect
 
 from tests.app.conftest import TOKENS, Service
 from tests.app.viewer.helpers import NetworkLog, chromium_page, require_browser_assets, watch_network
@@ -26,7 +29,9 @@ from tests.conftest import REPO
 pytestmark = pytest.mark.slow
 
 ARTIFACTS = REPO / "test-artifacts"
-DOCS_SCREENSHOT = REPO / "docs" / "viewer.png"
+DOCS = REPO / "docs"
+NARROW = {"width": 800, "height": 1000}
+DESKTOP = {"width": 1280, "height": 800}
 LAYERS_LOADED = """() => {
     const v = window.rcmseg.viewer;
     if (!v || v.world.getItemCount() !== 3) return false;
@@ -69,13 +74,42 @@ def _item_state(page: Page, index: int) -> dict[str, Any]:
     )
 
 
-def _save_screenshot(page: Page) -> Path:
+def _save_screenshot(page: Page, name: str = "viewer.png", *, docs: bool = False) -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
-    shot = ARTIFACTS / "viewer.png"
+    shot = ARTIFACTS / name
     page.screenshot(path=str(shot))
-    if os.environ.get("RCMSEG_UPDATE_DOCS") == "1":
-        shutil.copyfile(shot, DOCS_SCREENSHOT)
+    if docs and os.environ.get("RCMSEG_UPDATE_DOCS") == "1":
+        shutil.copyfile(shot, DOCS / name)
     return shot
+
+
+def _box(page: Page, selector: str) -> dict[str, float]:
+    """The element's box in page coordinates (the window's top at scroll 0 is 0)."""
+    box: dict[str, float] = page.evaluate(
+        "(s) => { const r = document.querySelector(s).getBoundingClientRect();"
+        " return {top: r.top + scrollY, bottom: r.bottom + scrollY, left: r.left, right: r.right,"
+        " height: r.height, viewTop: r.top, viewBottom: r.bottom}; }",
+        selector,
+    )
+    return box
+
+
+def _in_view(page: Page, selector: str) -> bool:
+    """Whether the element lies wholly inside the window as it is scrolled now."""
+    box = _box(page, selector)
+    height = page.evaluate("innerHeight")
+    return bool(box["height"] > 0 and box["viewTop"] >= 0 and box["viewBottom"] <= height)
+
+
+def _legend_and_scale_bar_in_window(page: Page) -> None:
+    """The legend and the scale bar are visible and end inside the window at scroll 0 (no banner or panel
+    pushes them down), and nothing is wider than the window."""
+    height, width = page.evaluate("[innerHeight, innerWidth]")
+    for selector in ("#legend", "#scalebar"):
+        assert page.locator(selector).is_visible(), selector
+        box = _box(page, selector)
+        assert box["top"] > 0 and box["bottom"] <= height, (selector, box, height)
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
 
 
 def _start_job(page: Page) -> Locator:
@@ -161,6 +195,169 @@ def _move_the_threshold(page: Page, network: NetworkLog) -> None:
     area.filter(has_text="Aspecific area at 0.30:").wait_for()
 
 
+POST_JOB = "/v1/jobs"
+
+
+def _is_job_post(response: Response | Request) -> bool:
+    request = response.request if isinstance(response, Response) else response
+    return request.method == "POST" and request.url.endswith(POST_JOB)
+
+
+def _summary(page: Page) -> dict[str, str]:
+    """The result panel's summary as {term: value}."""
+    rows: dict[str, str] = page.evaluate(
+        "() => Object.fromEntries(Array.from(document.querySelectorAll('#summary-list dt'),"
+        " (dt) => [dt.textContent, dt.nextElementSibling.textContent]))"
+    )
+    return rows
+
+
+def _scale_bar_pixel_size(page: Page) -> float:
+    """The input pixel size the scale bar is drawn at: its micrometres over the image pixels it spans."""
+    size: float = page.evaluate(
+        """() => {
+        const label = document.getElementById("scalebar-label").textContent;
+        const um = parseFloat(label) * (label.endsWith("mm") ? 1000 : 1);
+        const screenPx = document.getElementById("scalebar-bar").getBoundingClientRect().width;
+        const item = rcmseg.layers.mosaic;
+        const a = item.imageToViewerElementCoordinates(new OpenSeadragon.Point(0, 0));
+        const b = item.imageToViewerElementCoordinates(new OpenSeadragon.Point(1000, 0));
+        return um / (screenPx / ((b.x - a.x) / 1000));
+    }"""
+    )
+    return size
+
+
+def _narrow_before_any_job(page: Page) -> None:
+    """At 800 x 1000 before any job: the upload form first and in the first screenful, with no empty image
+    box above it; nothing wider than the window."""
+    page.set_viewport_size(NARROW)
+    form, stage = _box(page, "#upload-form"), _box(page, ".stage")
+    assert form["top"] < 250 and form["bottom"] <= NARROW["height"], form
+    assert stage["top"] >= form["bottom"] and stage["height"] <= 120, (stage, form)
+    assert page.evaluate("document.documentElement.scrollWidth") <= NARROW["width"]
+    _save_screenshot(page, "viewer-narrow-start.png")
+    page.set_viewport_size(DESKTOP)
+
+
+def _error_banner(page: Page) -> None:
+    """A job the service refuses: a red banner with its message, the field it names marked and focused; the
+    banner stays in sight, and the legend and scale bar inside the window, on a desktop and at 800 x 1000."""
+    field = page.get_by_label("Pixel size (µm)")
+    field.fill("0.01")  # a downsample factor of 200: refused at submit, naming the field
+    page.get_by_role("button", name="Start segmentation").click()
+    alert = page.get_by_role("alert").filter(has_text="Job not started")
+    alert.wait_for()
+    assert field.get_attribute("aria-invalid") == "true"
+    assert page.evaluate("document.activeElement.id") == "pixel-size-input"
+    _legend_and_scale_bar_in_window(page)
+    assert page.evaluate("document.documentElement.scrollHeight") <= DESKTOP["height"]
+
+    page.set_viewport_size(NARROW)
+    field.scroll_into_view_if_needed()  # the form is at the bottom of a narrow page
+    assert _in_view(page, "#message"), _box(page, "#message")
+    page.evaluate("scrollTo(0, 0)")
+    _legend_and_scale_bar_in_window(page)
+    _save_screenshot(page, "viewer-narrow-error.png")
+
+
+def _same_parameters_again(page: Page, first_id: str) -> None:
+    """At 800 x 1000, scrolled down to the form: the same parameters again bring the earlier result to the
+    top of the window with a notice that stays (a poll of the list later too), and compute nothing."""
+    page.get_by_label("Pixel size (µm)").fill("0.5")
+    start = page.get_by_role("button", name="Start segmentation")
+    start.scroll_into_view_if_needed()
+    with page.expect_response(_is_job_post) as response:
+        start.click()
+    body = response.value.json()
+    assert body["reused"] is True and body["id"] == first_id, body
+    notice = page.get_by_role("status").filter(
+        has_text="Already segmented with these parameters — showing the earlier result"
+    )
+    notice.wait_for()
+    _wait_until(page, LAYERS_LOADED)
+    page.wait_for_timeout(2500)  # the job list refreshes meanwhile
+    assert notice.is_visible() and _in_view(page, "#message")
+    assert _in_view(page, ".stage") and _in_view(page, "#result-notice")
+    assert page.evaluate("rcmseg.openJobId") == first_id
+    assert page.locator("#job-list li").count() == 1
+    _legend_and_scale_bar_in_window(page)
+    page.wait_for_timeout(800)
+    _save_screenshot(page, "viewer-narrow.png", docs=True)
+
+
+def _job_with_the_defaults(page: Page, defaults: dict[str, Any]) -> None:
+    """Fields left empty send nothing (sigma "none" asks for plain averaging): the new job's row scrolls into
+    view, and its summary says which values were the model's, that the pixel size was assumed, and why."""
+    page.get_by_label("Step (px)").fill("64")
+    page.get_by_label("Sigma (px)").fill("none")
+    page.get_by_label("Threshold", exact=True).fill("")
+    page.get_by_label("Pixel size (µm)").fill("")
+    estimate = page.locator("#cost-estimate").inner_text()
+    assert "16 windows of 64 px over 256 × 256 px (mosaic reduced 4× if the file records no pixel size)" in (
+        estimate
+    ), estimate
+    with page.expect_response(_is_job_post) as response:
+        page.get_by_role("button", name="Start segmentation").click()
+    sent = response.value.request.post_data_json
+    assert sent["step"] == 64 and sent["sigma_px"] == "none", sent
+    assert not {"cam", "threshold", "pixel_size_um"} & set(sent), sent
+    job_id = response.value.json()["id"]
+    row = page.locator(f'#job-list li[data-job-id="{job_id}"]')
+    row.wait_for()
+    assert _in_view(page, f'#job-list li[data-job-id="{job_id}"]')
+    expect(row.locator(".badge")).to_have_text("finished", timeout=240_000)
+    row.get_by_role("button", name="Open the result of rcm_tile_isic_16bit.png").click()
+    _wait_until(page, LAYERS_LOADED)
+    assert _in_view(page, ".stage")
+    summary = _summary(page)
+    assert summary["Method"] == "CAM (model's default)", summary
+    assert summary["Step"] == "64 px (requested)", summary
+    assert summary["Sigma"] == "none (plain averaging) (requested)", summary
+    assert summary["Threshold"] == f"{defaults['threshold']:.2f} (model's default)", summary
+    assert summary["Pixel size"].startswith("0.5 µm (assumed: the file records none)"), summary
+    assert "0.5 µm/px was assumed" in page.locator("#result-notes").inner_text()
+    assert _scale_bar_pixel_size(page) == pytest.approx(0.5, rel=1e-3)
+
+
+ETA_SIMULATION = """async () => {
+    const { WindowRate, roundedSeconds } = await import(new URL("eta.js", document.baseURI).href);
+    const total = 2000;
+    const rate = new WindowRate();
+    const seen = [];
+    const poll = (t, done) => { rate.add(t, done); seen.push([t, done, rate.secondsLeft(total, t)]); };
+    // Polls every 2 s. The first batch of 32 windows takes 12 s (warm-up), then 32 windows every 2 s (16/s)
+    // up to t = 60 s, then every 4 s (8/s, another job shares the machine).
+    let t = 0, done = 0;
+    poll(t, done);
+    for (t = 2; t <= 12; t += 2) poll(t, t === 12 ? (done = 32) : done);
+    for (; t <= 60; t += 2) poll(t, (done += 32));
+    for (; t <= 150; t += 2) poll(t, t % 4 === 0 ? (done += 32) : done);
+    const restarted = new WindowRate();
+    [[0, 0], [2, 32], [4, 64], [6, 96], [8, 128], [10, 0]].forEach(([t, d]) => restarted.add(t, d));
+    return {
+        seen,
+        afterRestart: restarted.secondsLeft(total, 10),
+        rounded: [3, 67, 152, 1234].map(roundedSeconds),
+    };
+}"""
+
+
+def _eta_from_the_jobs_own_rate(page: Page) -> None:
+    """The time left comes from this job's measured rate, smoothed, and only once it means something: never
+    from the warm-up, not before 5 s and two reports, then close to the truth, following a slowdown."""
+    sim = page.evaluate(ETA_SIMULATION)
+    by_time = {t: (done, left) for t, done, left in sim["seen"]}
+    assert all(by_time[t][1] is None for t in range(0, 18, 2)), sim["seen"][:10]  # warm-up, then < 5 s
+    for t in range(18, 61, 2):  # 16 windows/s: within 5 %, the warm-up never counted
+        done, left = by_time[t]
+        assert left == pytest.approx((2000 - done) / 16, rel=0.05), (t, done, left)
+    done, left = by_time[150]  # 90 s after the slowdown to 8 windows/s
+    assert left == pytest.approx((2000 - done) / 8, rel=0.15), (done, left)
+    assert sim["afterRestart"] is None  # a restarted attempt measures again
+    assert sim["rounded"] == [5, 70, 150, 1260]
+
+
 def test_sign_in_upload_follow_and_view_a_job(
     viewer_service: Service, real_tile: Path, tmp_path: Path
 ) -> None:
@@ -180,6 +377,18 @@ def test_sign_in_upload_follow_and_view_a_job(
         page.get_by_role("button", name="Sign in").click()
         page.get_by_role("heading", name="New job").wait_for()
         assert page.get_by_label("Model", exact=True).input_value() == "tiny"
+        # The placeholders are the model's defaults; an empty field sends nothing.
+        with viewer_service.client("alice") as client:
+            tiny = {m["name"]: m for m in client.get("/v1/models").json()["models"]}["tiny"]
+        defaults = tiny["defaults"]
+        assert page.get_by_label("Step (px)").get_attribute("placeholder") == f"{defaults['step']} (default)"
+        sigma = "none" if defaults["sigma_px"] is None else f"{defaults['sigma_px']:g}"
+        assert page.get_by_label("Sigma (px)").get_attribute("placeholder") == f"{sigma} (default)"
+        assert page.get_by_label("Threshold", exact=True).get_attribute("placeholder") == (
+            f"{defaults['threshold']:g} (default)"
+        )
+        _narrow_before_any_job(page)
+        _eta_from_the_jobs_own_rate(page)
 
         # Upload: the progress bar fills and the mosaic's size is shown; the parameters open up.
         page.get_by_label("Mosaic (TIFF, PNG, JPEG or BMP)").set_input_files(str(real_tile))
@@ -202,6 +411,7 @@ def test_sign_in_upload_follow_and_view_a_job(
         assert "169 windows of 64 px over 256 × 256 px" in estimate, estimate
 
         row = _start_job(page)
+        first_id = row.get_attribute("data-job-id") or ""
         # the list re-renders on every poll: wait on the badge's text, re-queried each time
         expect(row.locator(".badge")).to_have_text(
             re.compile(r"^(finished|failed|canceled)$"), timeout=240_000
@@ -243,6 +453,22 @@ def test_sign_in_upload_follow_and_view_a_job(
             assert (page.locator("#mask-outline path").get_attribute("d") or "").count("M") >= regions
 
         assert "Aspecific area" in summary and "random-test_efficientnet (tiny)" in summary
+        # The summary gives the values that ran and where each came from; the model's intended use and the
+        # summary's notes stand above it.
+        rows = _summary(page)
+        assert rows["Method"] == "CAM (model's default)", rows
+        assert rows["Step"] == "16 px (requested)", rows
+        assert rows["Sigma"] == f"{sigma} px (model's default)", rows
+        assert rows["Threshold"] == "0.30 (requested)", rows
+        assert rows["Pixel size"] == "0.5 µm (as requested), processed at 2 µm (÷4)", rows
+        notice = page.locator("#result-notice")
+        assert notice.is_visible() and notice.get_by_text("Intended use:").is_visible()
+        intended = page.locator("#intended-use").inner_text()
+        if tiny["intended_use"]:
+            assert intended.rstrip(".").lower() == tiny["intended_use"].rstrip(".").lower(), intended
+        else:
+            assert intended.startswith("not stated on the model's card"), intended
+        assert _scale_bar_pixel_size(page) == pytest.approx(0.5, rel=1e-3)
         assert page.locator("#legend").is_visible()
         assert page.locator("#scalebar-label").inner_text().endswith(("µm", "mm"))
 
@@ -275,12 +501,17 @@ def test_sign_in_upload_follow_and_view_a_job(
         page.wait_for_timeout(800)  # the viewport's spring animation settles
         _save_screenshot(page)
 
+        _error_banner(page)
+        _same_parameters_again(page, first_id)
+        _job_with_the_defaults(page, defaults)
+        page.set_viewport_size(DESKTOP)
+
         # A job far too big for this machine, canceled from the list, says so.
         page.get_by_label("Step (px)").fill("1")
         page.get_by_label("Pixel size (µm)").fill("2")
         assert "923,521 windows" in page.locator("#cost-estimate").inner_text()
         big = _start_job(page)
-        assert page.locator("#job-list li").count() == 2
+        assert page.locator("#job-list li").count() == 3
         big.get_by_role("button", name="Cancel the job on rcm_tile_isic_16bit.png").click()
         big.locator(".status-canceled").wait_for(timeout=30_000)
         assert big.locator(".job-error").inner_text() == "Canceled."
@@ -302,6 +533,6 @@ def test_sign_in_upload_follow_and_view_a_job(
     assert stats["tileFailures"] == [] and stats["layerFailures"] == [], stats
     assert stats["tilesLoaded"] > 0
     assert network.failed == [], network.failed
-    assert network.errors == [], network.errors
+    assert network.errors == [f"422 POST {viewer_service.url}/v1/jobs"], network.errors  # the refused job
     outside = [u for u in network.requests if not u.startswith((viewer_service.url + "/", "blob:", "data:"))]
     assert outside == [], outside
