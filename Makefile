@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 OSD_VERSION := 6.1.1
 
-.PHONY: serve test lint typecheck pytest venv system-deps viewer-assets bench clean
+.PHONY: serve test lint typecheck pytest venv system-deps viewer-assets bench gpu-bundle clean
 
 $(STAMP): pyproject.toml docker/constraints.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,12 @@ test: lint typecheck pytest
 
 bench: $(STAMP)
 	$(BIN)/rcmseg bench
+
+# The GPU suite for a machine with torch, timm and torchvision but no package registry: build/gpu-bundle/
+# holds the wheels it lacks and run.sh (`sh build/gpu-bundle/run.sh` there). GPU_PYTHON: that machine's Python.
+GPU_PYTHON ?= 3.11
+gpu-bundle: $(STAMP)
+	$(BIN)/python -m benchmarks.gpu_bundle --out build/gpu-bundle --python-version $(GPU_PYTHON)
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache
