@@ -53,6 +53,7 @@ def register(sub: Any) -> None:
         help="folder for <machine>-<date>.json (default benchmarks/results)",
     )
     p.add_argument("--no-save", action="store_true", help="print only")
+    p.add_argument("--out", type=Path, default=None, help="write the JSON to this file instead")
     p.set_defaults(func=run)
 
 
@@ -102,6 +103,10 @@ def run(args: argparse.Namespace) -> int:
     result = run_bench(model, config)
     print(table(result))
     print(json.dumps(result, indent=2))
-    if not args.no_save:
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        print(f"saved {args.out}")
+    elif not args.no_save:
         print(f"saved {save_result(result, args.results)}")
     return 0

@@ -27,6 +27,20 @@ def test_bench_reports_engine_and_network_rates(tmp_path: Path, tiny_model_dir: 
     path = save_result(result, tmp_path / "results")
     assert json.loads(path.read_text())["batch_size"] == 8
     assert "engine / network" in table(result)
+    export = result["export"]
+    assert list(export["steps_s"]) == [
+        "heatmap_tif",
+        "heat_pass",
+        "mask_tif",
+        "regions",
+        "heat_dzi",
+        "histogram",
+    ]
+    assert export["bare_dzsave_s"] > 0 and export["mosaic_pyramid_s"] > 0
+    assert export["job_export_to_dzsave"] == pytest.approx(
+        export["job_export_s"] / export["bare_dzsave_s"], rel=0.01
+    )
+    assert "mosaic pyramid s" in table(result)
 
 
 def test_print_result_writes_what_it_prints(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -79,7 +79,7 @@ def test_the_output_folder_holds_every_result(tmp_path: Path, mosaic: Mosaic, he
     ]
     assert result.positive_pixels == 20 * 30 + 10 * 20
     assert result.regions == 2
-    steps = ["heatmap_tif", "mask_tif", "regions", "heat_dzi", "histogram"]
+    steps = ["heatmap_tif", "heat_pass", "mask_tif", "regions", "heat_dzi", "histogram"]
     assert list(result.timings) == steps and all(t >= 0 for t in result.timings.values())
     assert reports == [Progress("export", i, len(steps)) for i in range(1, len(steps) + 1)]
 
