@@ -125,6 +125,8 @@ def run(args: argparse.Namespace) -> int:
 
     from app.client import Batch, JobRequest, RcmsegClient, find_inputs
 
+    if not args.verbose:  # httpx logs every request at INFO
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     if not args.poll_s > 0:
         raise InvalidParameter(f"--poll-s must be > 0, got {args.poll_s}")
     sources = find_inputs(args.inputs)

@@ -33,7 +33,10 @@ log = logging.getLogger(__name__)
 RECORD_FILE = "submit.json"
 """What produced a downloaded result: server, file hash, request, job; written last, after the files."""
 MOSAIC_SUFFIXES = frozenset({".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp"})
-"""Files a folder argument contributes (the formats the service reads)."""
+"""Files a folder argument contributes (the formats the service reads)..."""
+LABEL_MAP_STEM = "_labels"
+"""... except label maps: ``{id}_labels.png`` beside ``{id}.tif`` is how annotated mosaics (phantoms
+among them) are laid out."""
 
 State = Literal["pending", "downloaded", "skipped", "failed"]
 
@@ -103,15 +106,18 @@ class Quiet:
 
 
 def find_inputs(paths: Sequence[Path]) -> list[Path]:
-    """The mosaic files named: files as given, folders by their mosaic files (not recursing, sorted).
-    Two inputs with one name would share an output folder, so that is refused."""
+    """The mosaic files named: files as given, folders by their mosaic files (not recursing, sorted, label
+    maps left out). Two inputs with one name would share an output folder, so that is refused."""
     found: list[Path] = []
     for path in paths:
         if path.is_dir():
             inside = sorted(
                 p
                 for p in path.iterdir()
-                if p.is_file() and p.suffix.lower() in MOSAIC_SUFFIXES and not p.name.startswith(".")
+                if p.is_file()
+                and p.suffix.lower() in MOSAIC_SUFFIXES
+                and not p.name.startswith(".")
+                and not p.stem.endswith(LABEL_MAP_STEM)
             )
             if not inside:
                 raise InvalidParameter(f"{path}: no mosaic files ({', '.join(sorted(MOSAIC_SUFFIXES))})")

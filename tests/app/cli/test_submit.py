@@ -21,9 +21,10 @@ RESULT = {"summary.json", "regions.geojson", "heatmap.tif", "submit.json"}
 
 @pytest.fixture(scope="module")
 def batch(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A folder of two good mosaics and a truncated PNG."""
+    """A folder of two good mosaics and a truncated PNG (and a label map, which is not a mosaic)."""
     folder = tmp_path_factory.mktemp("batch")
     texture_png(folder / "first.png", 200, seed=1)
+    texture_png(folder / "first_labels.png", 200, seed=4)
     texture_png(folder / "second.png", 160, seed=2)
     whole = texture_png(folder / "whole.png", 256, seed=3).read_bytes()
     (folder / "whole.png").unlink()
@@ -75,7 +76,8 @@ def test_three_files_one_bad_then_a_rerun_that_downloads_nothing(
     assert "downloaded" in table["first.png"] and "downloaded" in table["second.png"]
     assert "failed (unreadable_mosaic)" in table["truncated.png"] and message in table["truncated.png"]
     assert f"truncated.png: {message}" in done.stderr  # also said as it happened
-    assert done.stdout.splitlines()[-1] == "2 of 3 mosaics with a result"
+    assert done.stdout.splitlines()[-1] == "2 of 3 mosaics with a result"  # the label map left out
+    assert "HTTP Request" not in done.stderr  # httpx's request log is for --verbose
 
     assert sorted(p.name for p in out.iterdir()) == ["first", "second"]
     for name in ("first", "second"):
