@@ -56,8 +56,13 @@ def cam_grid(
     options: DenseOptions,
     progress: ProgressFn | None = None,
     should_cancel: CancelFn | None = None,
+    tile_rows: tuple[int, int] | None = None,
 ) -> torch.Tensor:
-    """W.F at every 32 px cell of the (padded) image, computed tile by tile with a halo."""
+    """W.F at every 32 px cell of the (padded) image, computed tile by tile with a halo.
+
+    ``tile_rows`` (first, end) computes only those rows of tiles (a band of a mosaic shared out over
+    workers); the other cells stay 0. Tiles do not depend on each other, so bands join exactly.
+    """
     net, card = model.net, model.card
     device = next(net.parameters()).device
     weight, _ = classifier_weight(net)
@@ -65,6 +70,8 @@ def cam_grid(
     out = torch.zeros((hc, wc), dtype=torch.float32)
     core, halo = options.tile_cells, options.halo_cells
     tiles = [(r, c) for r in range(0, hc, core) for c in range(0, wc, core)]
+    if tile_rows is not None:
+        tiles = [(r, c) for r, c in tiles if tile_rows[0] <= r // core < tile_rows[1]]
     context = windowed_squeeze_excite(net, card.window) if options.windowed_se else nullcontext()
     with context, torch.inference_mode():
         for n, (r, c) in enumerate(tiles):

@@ -11,6 +11,7 @@ import logging
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,6 +114,10 @@ def heat_of(
     return heat, covered, stats
 
 
+HeatFn = Callable[..., tuple[np.ndarray, int, WindowStats]]
+"""What :func:`heat_of` is: the heatmap of a processing image, its covered pixels and the run's counts."""
+
+
 def segment_mosaic(
     source: Path,
     model: LoadedModel,
@@ -125,8 +130,12 @@ def segment_mosaic(
     layout: VivaBlockLayout | None = None,
     overwrite: bool = False,
     source_name: str | None = None,
+    heat_fn: HeatFn | None = None,
 ) -> dict[str, Any]:
     """Segment one mosaic and write every output into ``out_dir`` atomically; returns the summary.
+
+    ``heat_fn`` replaces :func:`heat_of` (the merge of a mosaic shared out over workers reads its bands'
+    sums instead of running the network).
 
     ``source_name`` is the input's name for the summary when the file on disk is not named as the user
     knows it (an uploaded mosaic). The folder is created with the permissions the umask gives.
@@ -153,6 +162,7 @@ def segment_mosaic(
             scratch=scratch,
             progress=progress,
             should_cancel=should_cancel,
+            heat_fn=heat_fn or heat_of,
         )
         if out_dir.exists() and not overwrite:
             raise InvalidParameter(f"{out_dir}: output folder already exists")
@@ -223,6 +233,7 @@ def _segment_into(
     scratch: Path,
     progress: ProgressFn | None,
     should_cancel: CancelFn | None,
+    heat_fn: HeatFn,
 ) -> dict[str, Any]:
     """Every output of one mosaic written into the folder ``tmp``; returns the summary."""
     downsample = source.plan.downsample
@@ -233,7 +244,7 @@ def _segment_into(
     timings = {"read_downsample": time.perf_counter() - source.started}
     (progress or (lambda _p: None))(Progress("read", 1, 1))
     t1 = time.perf_counter()
-    heat, covered, stats = heat_of(
+    heat, covered, stats = heat_fn(
         image,
         model,
         grid=facts.grid,

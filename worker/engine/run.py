@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,7 +28,7 @@ from models.precision import PRECISIONS
 from worker.engine.params import CancelFn, Progress, ProgressFn, SegmentParams
 from worker.engine.scorecam import ScoreCamTally, scorecam_window_maps
 from worker.engine.source import iter_pixel_batches, prefetch
-from worker.engine.stitch import StripStitcher, make_sink
+from worker.engine.stitch import ArraySink, StripStitcher, SumsSink, make_sink
 from worker.engine.windows import WindowGrid
 from worker.errors import JobCanceled
 from worker.io.checkpoint import LoadedModel
@@ -61,6 +62,8 @@ class WindowStats:
     """The batch the windows run at now: the requested one, or what fitted after out-of-memory retries."""
     oom_retries: int = 0
     compiled: bool = False
+    parts: list[dict[str, Any]] | None = None
+    """The bands of a mosaic shared out over workers (:mod:`worker.engine.partial`), for the summary."""
     seconds: dict[str, float] = field(
         default_factory=lambda: {"extract": 0.0, "h2d": 0.0, "network": 0.0, "stitch": 0.0}
     )
@@ -187,16 +190,20 @@ def stitch_many(
     workdir: Path,
     stats: WindowStats | None = None,
     device: torch.device | str = "cpu",
+    sums: SumsSink | None = None,
 ) -> list[tuple[np.ndarray, int]]:
     """Gaussian-weighted average of p x map over the grid for each sigma; each heatmap with its covered
     pixel count. The memory budget is shared by the sigmas.
 
     The rolling bands of accumulators live on ``device`` (the GPU when the network runs there), so maps
     never leave the device before they are weighted and summed; only finished rows are copied back. Each
-    batch's maps are upsampled once, whatever the number of sigmas.
+    batch's maps are upsampled once, whatever the number of sigmas. With ``sums`` (one sigma only) the
+    finished rows go there undivided (:mod:`worker.engine.partial`) and the heatmap returned is empty.
     """
     if not sigmas:
         raise ValueError("at least one sigma is needed")
+    if sums is not None and len(sigmas) != 1:
+        raise ValueError("weighted sums are kept for one sigma only")
     share = max(1, budget_bytes // len(sigmas))
     stitchers = [
         StripStitcher(
@@ -204,8 +211,11 @@ def stitch_many(
             width=grid.width,
             window=grid.window,
             sigma=sigma,
-            sink=make_sink(grid.height, grid.width, budget_bytes=share, workdir=workdir),
+            sink=make_sink(grid.height, grid.width, budget_bytes=share, workdir=workdir)
+            if sums is None
+            else ArraySink(0, grid.width),
             device=device,
+            sums=sums,
         )
         for sigma in sigmas
     ]

@@ -88,6 +88,31 @@ class FileSink:
         return np.memmap(self.path, dtype=np.float32, mode="r", shape=self.shape)
 
 
+class SumsSink(Protocol):
+    """Where finished rows go as their weighted sums ``sum w p map`` and ``sum w``, undivided (a band of a
+    mosaic shared out over workers; the merge adds the bands and divides)."""
+
+    def write_sums(self, y0: int, num: np.ndarray, den: np.ndarray) -> None: ...
+
+
+class ArraySums:
+    """Keeps the weighted sums of an image in memory."""
+
+    def __init__(self, height: int, width: int) -> None:
+        self.num = np.zeros((height, width), dtype=np.float32)
+        self.den = np.zeros((height, width), dtype=np.float32)
+
+    def write_sums(self, y0: int, num: np.ndarray, den: np.ndarray) -> None:
+        self.num[y0 : y0 + num.shape[0]] = num
+        self.den[y0 : y0 + den.shape[0]] = den
+
+
+def heat_from_sums(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+    """The weighted average ``num / den`` where a window covers the pixel, 0 elsewhere, within [0, 1]."""
+    safe = torch.where(den > 0, den, torch.ones_like(den))
+    return torch.where(den > 0, num / safe, torch.zeros_like(num)).clamp_(0.0, 1.0)
+
+
 def make_sink(height: int, width: int, *, budget_bytes: int, workdir: Path) -> HeatSink:
     """An in-memory sink when the heatmap fits the budget, a disk-backed one otherwise."""
     if height * width * 4 <= budget_bytes:
@@ -101,7 +126,8 @@ class StripStitcher:
     ``add`` takes a batch of maps (any h x w, upsampled here to the window size), the windows'
     probabilities and their top-left corners; ``flush_until(y)`` finalises every row above ``y`` (call it
     with the next window row's y); ``finish()`` finalises the rest and returns the heatmap cropped to the
-    unpadded image.
+    unpadded image. With ``sums`` the finished rows go there as their weighted sums instead (``sink`` then
+    receives nothing).
     """
 
     def __init__(
@@ -113,8 +139,10 @@ class StripStitcher:
         sigma: float | None,
         sink: HeatSink,
         device: torch.device | str = "cpu",
+        sums: SumsSink | None = None,
     ) -> None:
         self.height, self.width, self.window = height, width, window
+        self.sums = sums
         self.padded_h, self.padded_w = max(height, window), max(width, window)
         self.weights = torch.from_numpy(gaussian_weights(window, sigma)).to(device)
         self.device = torch.device(device)
@@ -154,15 +182,14 @@ class StripStitcher:
         if n <= 0:
             return
         self._ensure_band(y)
-        num, den = self._num[:n], self._den[:n]
-        heat = torch.where(
-            den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), torch.zeros_like(num)
-        )
         keep_rows = max(0, min(n, self.height - self.band_y0))
         if keep_rows:
-            cropped = heat[:keep_rows, : self.width].clamp_(0.0, 1.0)
-            self.covered_pixels += int((den[:keep_rows, : self.width] > 0).sum())
-            self.sink.write_rows(self.band_y0, cropped.cpu().numpy())
+            num, den = self._num[:keep_rows, : self.width], self._den[:keep_rows, : self.width]
+            self.covered_pixels += int((den > 0).sum())
+            if self.sums is not None:
+                self.sums.write_sums(self.band_y0, num.cpu().numpy(), den.cpu().numpy())
+            else:
+                self.sink.write_rows(self.band_y0, heat_from_sums(num, den).cpu().numpy())
         self._num = self._num[n:].clone()
         self._den = self._den[n:].clone()
         self.band_y0 = y

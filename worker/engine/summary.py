@@ -62,6 +62,7 @@ def build_summary(
             "oom_retries": stats.oom_retries,
         },
         "compiled": model.compiled.as_dict() if stats.compiled and model.compiled is not None else None,
+        "parallel": {"bands": stats.parts} if stats.parts else None,
         "method": method_provenance(params, facts.threshold),
         "step": grid.step,
         "sigma": params.sigma,
