@@ -34,7 +34,8 @@ def register(sub: Any) -> None:
         "what produced it) into OUT/<mosaic name>/, then print a table. A re-run skips results already "
         "downloaded; the service recognises mosaics and jobs it already has and computes nothing again. "
         "A file the service refuses is reported with the service's message and the others go on.",
-        epilog="Exit status: 0 when every file has its result, 1 when any failed, 2 for a bad option.",
+        epilog="Exit status: 0 when every file has its result, 1 when any failed, 2 for a bad option, a "
+        "token the service refuses or no service at --server.",
     )
     p.add_argument(
         "inputs",

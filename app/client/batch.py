@@ -4,7 +4,8 @@ A file's result lands in ``<out>/<mosaic name>/`` with a record (``submit.json``
 later run finds the record and skips that file without contacting the service. Anything else is left to
 the service's duplicate detection: the same bytes are the same mosaic (found in the owner's list, so not
 uploaded again), and the same mosaic, model and parameters the same job (``reused``). A file that fails
-(the service refuses it, or its job fails) is reported with the service's own message and the others go on.
+(the service refuses it, or its job fails) is reported with the service's own message and the others go on;
+a service that cannot be reached, or refuses the token, ends the batch with its ``ServiceError``.
 """
 
 from __future__ import annotations
@@ -186,6 +187,7 @@ class Batch:
             outcome.job_id = read_record(outcome.folder).get("job_id")
             outcome.summary = read_summary(outcome.folder)
             return
+        self._list_mosaics()  # a service that is away or refuses the token ends the batch here
         try:
             outcome.mosaic, outcome.uploaded = self._mosaic(outcome.source, sha256)
             outcome.job = self.client.submit_job(
@@ -206,17 +208,30 @@ class Batch:
         same = all(record.get(k) == v for k, v in wanted.items())
         return same and bool(files) and all((folder / str(name)).is_file() for name in files)
 
+    def _list_mosaics(self) -> dict[str, Mosaic]:
+        """The owner's mosaics by SHA-256, asked once (only when a file needs the service), waiting out a
+        busy or briefly unavailable service (429, 503) for up to ``patience_s``; any other error is the
+        batch's: a refused token, or no service at that address (a wrong URL, most likely: not waited for)."""
+        give_up = time.monotonic() + self.patience_s
+        while self._known is None:
+            try:
+                self._known = {m.sha256: m for m in self.client.list_mosaics()}
+            except ServiceError as exc:
+                if exc.status is None or not exc.transient or time.monotonic() >= give_up:
+                    raise
+                time.sleep(min(exc.retry_after_s or 2.0, 10.0))
+        return self._known
+
     def _mosaic(self, source: Path, sha256: str) -> tuple[Mosaic, bool]:
         """The service's mosaic of these bytes: one it already holds, else a new upload (and whether the
         bytes were sent)."""
-        if self._known is None:
-            self._known = {m.sha256: m for m in self.client.list_mosaics()}
-        known = self._known.get(sha256)
+        known_mosaics = self._list_mosaics()
+        known = known_mosaics.get(sha256)
         if known is not None:
             return known, False
         with self.progress.uploading(source.name, source.stat().st_size) as sent:
             mosaic = self.client.upload_mosaic(source, on_bytes=sent)
-        self._known[sha256] = mosaic
+        known_mosaics[sha256] = mosaic
         return mosaic, True
 
     # -- all files: follow the jobs, download each result as it ends ---------------------------------------

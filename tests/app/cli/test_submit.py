@@ -132,7 +132,24 @@ def test_options_reach_the_job_and_errors_of_the_service_are_its_own(
     wrong = tmp_path / "wrong-token"
     wrong.write_text("not-a-token-of-this-service\n")
     refused = submit(service, wrong, batch / "second.png", "--out", tmp_path / "other")
-    assert refused.returncode == 1 and "failed (unauthorized)" in refused.stdout
+    with service.client(None) as http:
+        said = http.get("/v1/mosaics", headers={"Authorization": "Bearer not-a-token-of-this-service"})
+    assert said.status_code == 401
+    assert (
+        refused.returncode == 2
+        and refused.stderr.strip() == f"rcmseg submit: error: {said.json()['message']}"
+    )
+
+    away = submit(
+        service,
+        token_file,
+        batch / "second.png",
+        "--out",
+        tmp_path / "other",
+        "--server",
+        "http://127.0.0.1:9",
+    )
+    assert away.returncode == 2 and "cannot reach http://127.0.0.1:9" in away.stderr
 
     missing = submit(service, tmp_path / "no-such-file", batch, "--out", out)
     assert missing.returncode == 2 and "cannot read the token file" in missing.stderr
