@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -174,39 +176,60 @@ def write_outputs(
     YResolution in pixels per centimetre, ResolutionUnit 3). Without it they carry libvips' placeholder,
     1 px/mm written as 25.4 per inch, which readers take for "not recorded".
     """
+    resolution = _resolution(pixel_size_um)
+    big = _bigtiff(heat)
+    tiff = {"bigtiff": big, **resolution, **TIFF_OPTIONS}
     timings: dict[str, float] = {}
-    t0 = time.perf_counter()
+    outcome: dict[str, Any] = {}
 
-    def tick(name: str) -> None:
-        nonlocal t0
-        timings[name] = time.perf_counter() - t0
-        t0 = time.perf_counter()
+    def report(name: str, seconds: float) -> None:  # on this thread only: progress callbacks need not lock
+        timings[name] = seconds
         if progress is not None:
             progress(Progress("export", len(timings), len(STEPS)))
 
-    resolution = _resolution(pixel_size_um)
-    big = _bigtiff(heat)
-    heat_img = _heat_image(heat)
-    heat_img.tiffsave(str(out / HEATMAP_TIFF), predictor="float", bigtiff=big, **resolution, **TIFF_OPTIONS)
-    tick("heatmap_tif")
-    derived = heat_pass(heat, threshold)
-    tick("heat_pass")
-    _from_memory(derived.mask).tiffsave(str(out / MASK_TIFF), bigtiff=big, **resolution, **TIFF_OPTIONS)
-    tick("mask_tif")
-    geojson = regions_geojson(derived.mask, scale=float(downsample))
-    (out / REGIONS_GEOJSON).write_text(json.dumps(geojson), encoding="utf-8")
-    tick("regions")
-    dzsave(_from_memory(derived.grey), out / HEAT_LAYER, HEAT_SUFFIX)
-    tick("heat_dzi")
-    counts = [int(c) for c in derived.counts]
-    (out / HEAT_HISTOGRAM).write_text(json.dumps({"bins": len(counts), "counts": counts}), encoding="utf-8")
-    tick("histogram")
+    def heatmap_tif() -> None:
+        _heat_image(heat).tiffsave(str(out / HEATMAP_TIFF), predictor="float", **tiff)
+
+    def mask_tif() -> None:
+        _from_memory(derived.mask).tiffsave(str(out / MASK_TIFF), **tiff)
+
+    def regions() -> None:
+        geojson = regions_geojson(derived.mask, scale=float(downsample))
+        (out / REGIONS_GEOJSON).write_text(json.dumps(geojson), encoding="utf-8")
+        outcome["regions"] = len(geojson["features"])
+
+    def heat_dzi() -> None:
+        dzsave(_from_memory(derived.grey), out / HEAT_LAYER, HEAT_SUFFIX)
+
+    # The files do not depend on one another, only on the heat and the one pass over it: libvips, zlib and
+    # the tracer release the GIL, so they are written side by side (on a shared CPU this changes nothing;
+    # on a GPU machine's many cores export takes about as long as its slowest step).
+    with ThreadPoolExecutor(max_workers=4, thread_name_prefix="export") as pool:
+        running = {pool.submit(_timed, heatmap_tif): "heatmap_tif"}
+        t0 = time.perf_counter()
+        derived = heat_pass(heat, threshold)
+        report("heat_pass", time.perf_counter() - t0)
+        for step in (mask_tif, regions, heat_dzi):
+            running[pool.submit(_timed, step)] = step.__name__
+        t0 = time.perf_counter()
+        counts = [int(c) for c in derived.counts]
+        histogram = json.dumps({"bins": len(counts), "counts": counts})
+        (out / HEAT_HISTOGRAM).write_text(histogram, encoding="utf-8")
+        report("histogram", time.perf_counter() - t0)
+        for done in as_completed(running):
+            report(running[done], done.result())
     return ExportResult(
         positive_pixels=derived.positive,
-        regions=len(geojson["features"]),
-        timings=timings,
+        regions=int(outcome["regions"]),
+        timings={step: timings[step] for step in STEPS},
         layers=result_layers(mosaic, heat.shape, downsample),
     )
+
+
+def _timed(step: Callable[[], None]) -> float:
+    t0 = time.perf_counter()
+    step()
+    return time.perf_counter() - t0
 
 
 def write_summary(out: Path, summary: dict[str, Any]) -> None:
