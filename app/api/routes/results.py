@@ -24,6 +24,7 @@ from rq.job import Job
 from app.api.deps import OwnerDep, QueueDep, StorageDep
 from app.api.errors import FieldError, NotFound, error_responses
 from app.api.services import tiles
+from app.api.services.pyramids import Pyramids
 from worker.contract import HEAT_LAYER, LAYERS, MOSAIC_LAYER, RESULT_FILES, SUMMARY_FILE, MetaKey
 from worker.io.colormap import HEATMAP_COLORMAP, TRANSPARENT_BELOW
 from worker.io.tiles import OutsidePyramid
@@ -83,11 +84,18 @@ def _file(path: Path, media_type: str) -> FileResponse:
     return FileResponse(path, media_type=media_type, headers=_headers())
 
 
-def _mosaic_pyramid(job: Job, owner: str, storage: StorageDep) -> Path:
-    pyramid = storage.pyramid_dir(owner, str(job.meta.get(MetaKey.MOSAIC_ID, "")))
-    if pyramid is None:
-        raise NotFound("this job's mosaic has no pyramid (it was deleted, or its pyramid is not built yet)")
-    return pyramid
+def _mosaic_pyramid(job: Job, owner: str, jobs: QueueDep, storage: StorageDep) -> Path:
+    """The pyramid of the job's mosaic; one that is missing (a mosaic uploaded before pyramids were per
+    mosaic) is queued for building by the first request that needs it."""
+    mosaic_id = str(job.meta.get(MetaKey.MOSAIC_ID, ""))
+    pyramid = storage.pyramid_dir(owner, mosaic_id)
+    if pyramid is not None:
+        return pyramid
+    record = storage.get_mosaic(owner, mosaic_id)
+    if record is None:
+        raise NotFound("this job's mosaic was deleted, and its pyramid with it")
+    Pyramids(jobs).ensure(owner, record)
+    raise NotFound("the pyramid of this job's mosaic is being prepared; ask again in a few seconds")
 
 
 @router.get(
@@ -109,7 +117,7 @@ def get_dzi(job_id: str, layer: str, owner: OwnerDep, jobs: QueueDep, storage: S
     if not tiles.is_rendered(folder):
         return _file(folder / f"{layer}.dzi", "application/xml")
     if layer == MOSAIC_LAYER:
-        return _file(_mosaic_pyramid(job, owner, storage) / f"{MOSAIC_LAYER}.dzi", "application/xml")
+        return _file(_mosaic_pyramid(job, owner, jobs, storage) / f"{MOSAIC_LAYER}.dzi", "application/xml")
     return _file(folder / f"{HEAT_LAYER}.dzi", "application/xml")
 
 
@@ -143,7 +151,7 @@ def get_tile(
     if not tiles.is_rendered(folder):
         return _file(folder / f"{layer}_files" / str(level) / f"{col}_{row}.{ext}", TILE_TYPES[ext])
     if layer == MOSAIC_LAYER:
-        pyramid = _mosaic_pyramid(job, owner, storage)
+        pyramid = _mosaic_pyramid(job, owner, jobs, storage)
         return _file(pyramid / f"{MOSAIC_LAYER}_files" / str(level) / f"{col}_{row}.{ext}", TILE_TYPES[ext])
     try:
         tiles.check_colormap(colormap)

@@ -319,3 +319,21 @@ def test_results_written_before_the_heat_pyramid_are_served_as_they_were(
         assert f"layer='{layer}'" in client.get(result["layers"][layer], headers=ALICE).text
         tile = client.get(f"/v1/jobs/{job_id}/dzi/{layer}_files/0/0_0.png?threshold=0.2", headers=ALICE)
         assert tile.content == b"old " + layer.encode()
+
+
+def test_a_mosaic_without_a_pyramid_gets_one_when_a_job_asks_for_it(
+    client: TestClient, settings: Settings, uploaded: tuple[str, Path]
+) -> None:
+    """As for a mosaic uploaded before pyramids were per mosaic: no pyramid, no prepare job queued."""
+    mosaic_id, path = uploaded
+    redis = Redis.from_url(settings.redis_url.get_secret_value())
+    redis.delete(f"rq:queue:{settings.queue}", f"rcmseg:{settings.queue}:prepare:alice:{mosaic_id}")
+    job_id = finished_job(settings, "alice", mosaic_id, path)
+    dzi = f"/v1/jobs/{job_id}/dzi/mosaic.dzi"
+    for _ in range(2):  # asked twice, queued once
+        missing = client.get(dzi, headers=ALICE)
+        assert missing.status_code == 404 and "being prepared" in missing.json()["message"]
+    assert redis.llen(f"rq:queue:{settings.queue}") == 1
+    run_queue(settings)
+    assert 'Width="600"' in client.get(dzi, headers=ALICE).text
+    assert client.get(f"/v1/jobs/{job_id}/dzi/mosaic_files/10/0_0.jpg", headers=ALICE).status_code == 200
