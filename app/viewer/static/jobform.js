@@ -5,10 +5,11 @@
 
 import { describeError, postJson, uploadFile } from "./api.js";
 import { rememberMosaic } from "./joblist.js";
+import { recordedPixelSizeUm } from "./pixelsize.js";
 import { describeSigma } from "./provenance.js";
 import { $, clearMessage, formatBytes, showMessage } from "./ui.js";
 
-const form = { models: [], mosaic: null, uploadSeq: 0, onSubmitted: () => {} };
+const form = { models: [], mosaic: null, filePixelSizeUm: null, uploadSeq: 0, onSubmitted: () => {} };
 
 const FIELD_INPUTS = {
   model: "model-select",
@@ -48,6 +49,7 @@ export function setModels(models) {
 export function resetJobForm() {
   form.uploadSeq += 1;
   form.mosaic = null;
+  form.filePixelSizeUm = null;
   $("upload-form").reset();
   $("job-form").reset();
   $("upload-progress").value = 0;
@@ -65,10 +67,12 @@ async function onFileChosen() {
   const status = $("upload-status");
   const seq = ++form.uploadSeq; // a file chosen while another uploads replaces it
   form.mosaic = null;
+  form.filePixelSizeUm = null;
   $("job-fields").disabled = true;
   clearMessage();
   progress.value = 0;
   status.textContent = "Uploading " + file.name + "…";
+  const recorded = recordedPixelSizeUm(file); // for the estimate; the service reads the file itself
   try {
     const mosaic = await uploadFile("v1/mosaics", file, (loaded, total) => {
       if (seq !== form.uploadSeq) return;
@@ -76,9 +80,12 @@ async function onFileChosen() {
       status.textContent = "Uploading " + Math.round((100 * loaded) / total) + "% (" + formatBytes(loaded) +
         " of " + formatBytes(total) + ")";
     });
+    const recordedUm = await recorded;
     if (seq !== form.uploadSeq) return;
     progress.value = 1;
     form.mosaic = mosaic;
+    form.filePixelSizeUm = recordedUm;
+    showPixelSizeHint();
     rememberMosaic(mosaic.id, mosaic.filename || file.name);
     document.dispatchEvent(new CustomEvent("rcmseg:mosaic-uploaded", { detail: mosaic })); // layers.js shows it
     status.textContent = (mosaic.existing ? "Uploaded before: " : "Uploaded: ") + (mosaic.filename || file.name) +
@@ -141,10 +148,21 @@ function applyModelDefaults() {
   $("defaults-hint").textContent = "An empty field takes the model's default: " +
     (d.cam === "scorecam" ? "ScoreCAM" : "CAM") + ", step " + d.step + " px, sigma " + describeSigma(d.sigma_px) +
     ", threshold " + d.threshold + "." + (d.chosen_by ? " Chosen by: " + d.chosen_by + "." : "");
-  $("pixel-size-hint").textContent = "of the uploaded mosaic; empty: what the file records, else " +
-    ASSUMED_PIXEL_SIZE_UM + " µm assumed. The model reads " + card.pixel_size_um + " µm/px.";
+  showPixelSizeHint();
   checkSigma();
   updateEstimate();
+}
+
+/** Empty pixel size: what the file records (read here for the estimate), else the engine's assumption. */
+function showPixelSizeHint() {
+  const card = selectedCard();
+  const recorded = form.filePixelSizeUm;
+  $("pixel-size-input").placeholder = recorded ? +recorded.toPrecision(4) + " (from the file)" : "from the file";
+  $("pixel-size-hint").textContent = "of the uploaded mosaic; empty: " + (recorded
+    ? "the " + +recorded.toPrecision(4) + " µm the file records"
+    : form.mosaic ? "the file records none, so " + ASSUMED_PIXEL_SIZE_UM + " µm is assumed"
+    : "what the file records, else " + ASSUMED_PIXEL_SIZE_UM + " µm assumed") +
+    (card ? ". The model reads " + card.pixel_size_um + " µm/px." : ".");
 }
 
 /** Sigma is a number of pixels in (0, 4096] or "none"; the browser points out anything else. */
@@ -189,16 +207,20 @@ function updateEstimate() {
   const stepText = $("step-input").value.trim();
   const pixelText = $("pixel-size-input").value.trim();
   const step = stepText ? Number(stepText) : model ? methodDefaults(model).step : NaN;
-  const pixelSizeUm = pixelText ? Number(pixelText) : ASSUMED_PIXEL_SIZE_UM;
+  const pixelSizeUm = pixelText ? Number(pixelText) : form.filePixelSizeUm || ASSUMED_PIXEL_SIZE_UM;
   if (!form.mosaic || !card) {
     out.textContent = "Upload a mosaic to see the estimated cost.";
   } else if (!(Number.isInteger(step) && step >= 1 && step <= card.window) || !(pixelSizeUm > 0)) {
     out.textContent = "The step must be a whole number from 1 to " + card.window + " px and the pixel size above 0.";
   } else {
     const cost = estimateCost(form.mosaic, card, { step, pixelSizeUm });
-    out.textContent = "Estimated cost: " + cost.windows.toLocaleString("en") + " windows of " + card.window +
-      " px over " + cost.width + " × " + cost.height + " px (mosaic reduced " + cost.downsample + "×" +
-      (pixelText ? "" : " if the file records no pixel size") + "). " +
+    const reduced = cost.downsample > 1 ? "mosaic reduced " + cost.downsample + "×" : "mosaic at full resolution";
+    const source = pixelText ? "" : form.filePixelSizeUm
+      ? ", at the file's " + +form.filePixelSizeUm.toPrecision(4) + " µm/px"
+      : ", at " + ASSUMED_PIXEL_SIZE_UM + " µm/px assumed";
+    out.textContent = "Estimated cost: " + cost.windows.toLocaleString("en") +
+      (cost.windows === 1 ? " window" : " windows") + " of " + card.window + " px over " + cost.width + " × " +
+      cost.height + " px (" + reduced + source + "). " +
       (chosenMethod() === "scorecam"
         ? "ScoreCAM runs the network once per feature channel of every window: hundreds of times slower than CAM."
         : "CAM: one network pass per window.");

@@ -10,6 +10,7 @@ phantom: see docs/viewer.md.)
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 from playwright.sync_api import Locator, Page, Request, Response, expect
 
 from tests.app.conftest import TOKENS, Service
@@ -294,9 +296,9 @@ def _job_with_the_defaults(page: Page, defaults: dict[str, Any]) -> None:
     page.get_by_label("Threshold", exact=True).fill("")
     page.get_by_label("Pixel size (µm)").fill("")
     estimate = page.locator("#cost-estimate").inner_text()
-    assert "16 windows of 64 px over 256 × 256 px (mosaic reduced 4× if the file records no pixel size)" in (
+    assert "16 windows of 64 px over 256 × 256 px (mosaic reduced 4×, at 0.5 µm/px assumed)" in estimate, (
         estimate
-    ), estimate
+    )
     with page.expect_response(_is_job_post) as response:
         page.get_by_role("button", name="Start segmentation").click()
     sent = response.value.request.post_data_json
@@ -358,6 +360,45 @@ def _eta_from_the_jobs_own_rate(page: Page) -> None:
     assert sim["rounded"] == [5, 70, 150, 1260]
 
 
+PIXEL_SIZES = """async (files) => {
+    const { recordedPixelSizeUm } = await import(new URL("pixelsize.js", document.baseURI).href);
+    const sizes = {};
+    for (const [name, data] of Object.entries(files)) {
+        sizes[name] = await recordedPixelSizeUm(new File([new Uint8Array(data)], name));
+    }
+    return sizes;
+}"""
+
+
+def _pixel_size_read_in_the_page(page: Page) -> None:
+    """The cost estimate reads the pixel size a file records as the service does: TIFF resolution (per inch),
+    OME-XML, PNG pHYs; none, or a writer's 72 dpi, is no pixel size."""
+    image = Image.new("L", (8, 8), 7)
+    ome = '<OME><Pixels PhysicalSizeX="750" PhysicalSizeXUnit="nm" PhysicalSizeY="750"/></OME>'
+    variants = {
+        "tiff-2um.tif": {"format": "TIFF", "dpi": (12700, 12700)},
+        "tiff-72dpi.tif": {"format": "TIFF", "dpi": (72, 72)},
+        "tiff-none.tif": {"format": "TIFF"},
+        "ome.tif": {"format": "TIFF", "description": ome},
+        "png-2um.png": {"format": "PNG", "dpi": (12700, 12700)},
+        "png-none.png": {"format": "PNG"},
+    }
+    files = {}
+    for name, options in variants.items():
+        buffer = io.BytesIO()
+        image.save(buffer, **options)
+        files[name] = list(buffer.getvalue())
+    sizes = page.evaluate(PIXEL_SIZES, files)
+    assert sizes == {
+        "tiff-2um.tif": pytest.approx(2.0),
+        "tiff-72dpi.tif": None,
+        "tiff-none.tif": None,
+        "ome.tif": pytest.approx(0.75),
+        "png-2um.png": pytest.approx(2.0, rel=1e-5),
+        "png-none.png": None,
+    }, sizes
+
+
 def test_sign_in_upload_follow_and_view_a_job(
     viewer_service: Service, real_tile: Path, tmp_path: Path
 ) -> None:
@@ -389,6 +430,7 @@ def test_sign_in_upload_follow_and_view_a_job(
         )
         _narrow_before_any_job(page)
         _eta_from_the_jobs_own_rate(page)
+        _pixel_size_read_in_the_page(page)
 
         # Upload: the progress bar fills and the mosaic's size is shown; the parameters open up.
         page.get_by_label("Mosaic (TIFF, PNG, JPEG or BMP)").set_input_files(str(real_tile))
