@@ -175,9 +175,9 @@ def test_regions_geojson_outlines_both_blocks_at_full_resolution(
         [ring] = feature["geometry"]["coordinates"]
         xs, ys = [p[0] for p in ring], [p[1] for p in ring]
         boxes.add((min(xs), min(ys), max(xs), max(ys)))
-    assert boxes == {
-        (30.5 * K, 20.5 * K, 59.5 * K, 39.5 * K),
-        (100.5 * K, 70.5 * K, 119.5 * K, 79.5 * K),
+    assert boxes == {  # pixel edges: columns 30..59 span x 30 to 60, and so on
+        (30 * K, 20 * K, 60 * K, 40 * K),
+        (100 * K, 70 * K, 120 * K, 80 * K),
     }
 
 
