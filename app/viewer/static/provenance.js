@@ -40,6 +40,10 @@ export function showNotice(job, model) {
     notes.append(item);
   }
   notes.hidden = notes.children.length === 0;
+  // the scale bar is only as right as the pixel size: say so under it where that was assumed
+  const input = s.input || {};
+  $("scalebar").dataset.note = input.pixel_size_source === "assumed" && input.pixel_size_um
+    ? "pixel size assumed: " + input.pixel_size_um + " µm" : "";
 }
 
 /** One method value with its source, e.g. "25 px (model's default)". */

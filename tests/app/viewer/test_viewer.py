@@ -320,6 +320,7 @@ def _job_with_the_defaults(page: Page, defaults: dict[str, Any]) -> None:
     assert summary["Pixel size"].startswith("0.5 µm (assumed: the file records none)"), summary
     assert "0.5 µm/px was assumed" in page.locator("#result-notes").inner_text()
     assert _scale_bar_pixel_size(page) == pytest.approx(0.5, rel=1e-3)
+    assert page.locator("#scalebar").get_attribute("data-note") == "pixel size assumed: 0.5 µm"
 
 
 ETA_SIMULATION = """async () => {
@@ -511,6 +512,7 @@ def test_sign_in_upload_follow_and_view_a_job(
         else:
             assert intended.startswith("not stated on the model's card"), intended
         assert _scale_bar_pixel_size(page) == pytest.approx(0.5, rel=1e-3)
+        assert page.locator("#scalebar").get_attribute("data-note") == ""  # the pixel size was given
         assert page.locator("#legend").is_visible()
         assert page.locator("#scalebar-label").inner_text().endswith(("µm", "mm"))
 
