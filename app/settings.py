@@ -80,6 +80,13 @@ class WorkerSettings(LogSettings):
     memory_budget_bytes: int = Field(
         128 * 1024**2, ge=1024**2, description="Above this, the engine memory-maps its working images."
     )
+    default_parallel: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Workers a job is shared out over when it does not say (`parallel`): bands of window "
+        "rows computed by separate workers and merged into one result.",
+    )
     compile: Literal["auto", "on", "off"] = Field(
         "auto",
         description="torch.compile the CAM pass at worker start (warm-up logged apart from jobs): auto is on "

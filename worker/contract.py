@@ -46,6 +46,10 @@ class MetaKey(StrEnum):
     WINDOWS_TOTAL = "windows_total"
     ETA_S = "eta_s"
     ATTEMPTS = "attempts"
+    PARTS = "parts"
+    """On a job shared out over workers (its merge job, the one the API shows): the ids of its band jobs."""
+    PART_OF = "part_of"
+    """On a band job: the id of the job it is a part of."""
     ERROR = "error"
     """``{code, message}`` when the job failed or was canceled."""
 
@@ -124,3 +128,49 @@ class PrepareJobKwargs(TypedDict):
     """The mosaic file, relative to the data folder."""
     out_dir: str
     """The pyramid folder to write (atomically), relative to the data folder."""
+
+
+BAND_FUNCTION: Final = "worker.queue.bands.run_band_job"
+"""Dotted path of one band of a job shared out over workers (``parallel: N``): the band's weighted sums."""
+
+MERGE_FUNCTION: Final = "worker.queue.bands.run_merge_job"
+"""Dotted path of the job that merges the bands, exports and writes the result; it depends on every band
+(RQ ``depends_on``), so it starts when the last band has finished. Its id is the job's public id."""
+
+
+class BandJobKwargs(TypedDict):
+    """The keyword arguments of ``BAND_FUNCTION``."""
+
+    source: str
+    model: str
+    params: dict[str, Any]
+    parts_dir: str
+    """The folder, relative to the data folder, where every band writes ``band-<i>.npz`` and ``.json``."""
+    band: int
+    bands: int
+    cancel_key: str
+    """The job's cancel key, shared by every part of it."""
+
+
+class MergeJobKwargs(TypedDict):
+    """The keyword arguments of ``MERGE_FUNCTION``."""
+
+    source: str
+    out_dir: str
+    model: str
+    params: dict[str, Any]
+    parts_dir: str
+    bands: int
+    cancel_key: str
+    source_name: NotRequired[str]
+
+
+def band_job_id(job_id: str, band: int) -> str:
+    """The RQ id of band ``band`` of job ``job_id``."""
+    return f"{job_id}-band-{band}"
+
+
+def parts_relpath(result_relpath: str) -> str:
+    """Where the bands of the job writing ``result_relpath`` keep their sums: a hidden folder beside it."""
+    head, _, name = result_relpath.rstrip("/").rpartition("/")
+    return f"{head}/.{name}.parts" if head else f".{name}.parts"

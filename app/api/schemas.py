@@ -88,10 +88,18 @@ class JobCreate(BaseModel):
         None, ge=1, le=64, description="Overrides the factor from pixel_size_um."
     )
     mode: Literal["exact", "dense"] = "exact"
+    parallel: StrictInt | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description="Share the mosaic out over this many workers in bands of window rows, merged into the "
+        "same result (equal within 1e-6); default RCMSEG_DEFAULT_PARALLEL. Not part of the identity.",
+    )
 
     def engine_values(self) -> dict[str, Any]:
         """The request in the engine's field names (``worker.engine.params.SegmentParams``)."""
-        return {**self.model_dump(exclude={"mosaic_id", "model", "sigma_px"}), "sigma": self.sigma_px}
+        values = self.model_dump(exclude={"mosaic_id", "model", "sigma_px", "parallel"})
+        return {**values, "sigma": self.sigma_px}
 
 
 class JobError(BaseModel):
@@ -151,6 +159,7 @@ class JobOut(BaseModel):
     windows_total: int | None
     eta_s: float | None
     attempts: int = Field(description="How many times a worker started this job (more than 1 after a crash).")
+    parallel: int = Field(1, description="Workers the job is shared out over (its bands); 1 for a plain job.")
     created_at: str | None
     started_at: str | None
     finished_at: str | None

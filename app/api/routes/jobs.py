@@ -67,7 +67,8 @@ def create_job(
     model = choose_model(settings.model_zoo, body.model or settings.default_model)
     params = _segment_params(body, model.card, mosaic)
     requested = body.model_dump(exclude={"mosaic_id", "model"})
-    job, reused = jobs.submit(owner, mosaic, model, params, requested)
+    parallel = body.parallel or settings.default_parallel
+    job, reused = jobs.submit(owner, mosaic, model, params, requested, parallel=parallel)
     view = jobs.view(job, base=_base(request))
     view["reused"] = reused
     if reused and view["status"] == "finished":

@@ -29,6 +29,7 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from app.api.errors import Conflict, NotFound
+from app.api.services.fanout import cancel_parts, enqueue_parts, parts_status, with_parts
 from app.api.services.identity import ModelChoice, result_key_for
 from app.settings import WorkerSettings
 from app.storage import ID_PATTERN, MosaicRecord, Storage
@@ -121,6 +122,8 @@ class JobQueue:
         if rq_status == JobStatus.FAILED:
             canceled = (job.meta.get(MetaKey.ERROR) or {}).get("code") == ErrorCode.CANCELED
             return "canceled" if canceled else "failed"
+        if job.meta.get(MetaKey.PARTS) and rq_status == JobStatus.DEFERRED:  # a merge waiting for its bands
+            return parts_status(self.redis, job)
         return "queued"  # queued, deferred, scheduled (a retry waiting for its slot)
 
     def view(self, job: Job, *, base: str = "") -> dict[str, Any]:
@@ -148,7 +151,7 @@ class JobQueue:
                 "message": "canceled before it started",
             }
         progress = 1.0 if status == "finished" else float(meta.get(MetaKey.PROGRESS, 0.0))
-        return {
+        body = {
             "id": job.id,
             "status": status,
             "mosaic_id": meta.get(MetaKey.MOSAIC_ID),
@@ -170,6 +173,7 @@ class JobQueue:
             "error": error,
             "result": result,
         }
+        return with_parts(self.redis, job, body) if meta.get(MetaKey.PARTS) else body
 
     @staticmethod
     def _ended_at(job: Job) -> datetime | None:
@@ -221,6 +225,8 @@ class JobQueue:
         model: ModelChoice,
         params: SegmentParams,
         request: dict[str, Any],
+        *,
+        parallel: int = 1,
     ) -> tuple[Job, bool]:
         """Queue a job, or return the job that already computed (or is computing) the same result.
 
@@ -240,7 +246,7 @@ class JobQueue:
             if earlier is not None:
                 self.storage.touch_result(owner, result_key)
                 return earlier, True
-            return self._enqueue(owner, mosaic, model, result_key, params, request), False
+            return self._enqueue(owner, mosaic, model, result_key, params, request, parallel), False
         finally:
             with contextlib.suppress(LockError):  # expired: the job was enqueued all the same
                 lock.release()
@@ -253,6 +259,7 @@ class JobQueue:
         result_key: str,
         params: SegmentParams,
         request: dict[str, Any],
+        parallel: int = 1,
     ) -> Job:
         job_id = uuid.uuid4().hex
         retention = self.settings.retention_s
@@ -275,17 +282,29 @@ class JobQueue:
             "cancel_key": self.cancel_key(job_id),
         }
         self.storage.touch_mosaic(owner, mosaic.id)
-        job = self.queue.enqueue_call(
-            func=JOB_FUNCTION,
-            kwargs=dict(kwargs),
-            timeout=self.settings.job_timeout_s,
-            result_ttl=retention,
-            failure_ttl=retention,
-            job_id=job_id,
-            meta=meta,
-            retry=Retry(max=self.settings.job_retries) if self.settings.job_retries else None,
-            description=f"segment mosaic {mosaic.id} with {model.name}",
-        )
+        description = f"segment mosaic {mosaic.id} with {model.name}"
+        if parallel > 1:
+            job = enqueue_parts(
+                self.queue,
+                self.settings,
+                job_id=job_id,
+                kwargs=kwargs,
+                meta=meta,
+                parallel=parallel,
+                description=description,
+            )
+        else:
+            job = self.queue.enqueue_call(
+                func=JOB_FUNCTION,
+                kwargs=dict(kwargs),
+                timeout=self.settings.job_timeout_s,
+                result_ttl=retention,
+                failure_ttl=retention,
+                job_id=job_id,
+                meta=meta,
+                retry=Retry(max=self.settings.job_retries) if self.settings.job_retries else None,
+                description=description,
+            )
         with self.redis.pipeline() as pipe:
             pipe.zadd(self.owner_jobs_key(owner), {job_id: job.created_at.timestamp()})
             pipe.expire(self.owner_jobs_key(owner), retention)
@@ -321,6 +340,8 @@ class JobQueue:
             with contextlib.suppress(InvalidJobOperation):  # a concurrent request canceled it first
                 job.cancel()
             self.redis.expire(job.key, self.settings.retention_s)  # RQ keeps canceled jobs forever
+        if job.meta.get(MetaKey.PARTS):
+            cancel_parts(self.redis, job)
         log.info("job cancel requested", extra={"owner": job.meta.get(MetaKey.OWNER), "job_id": job.id})
         job.refresh()
         return job
