@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -215,3 +216,91 @@ def test_rejects_bad_input(net: Any) -> None:
 def test_params_are_validated(kwargs: dict[str, object]) -> None:
     with pytest.raises(InvalidParameter):
         ScoreCamParams(**kwargs)  # type: ignore[arg-type]
+
+
+# With random weights every masked window scores about the window's own p (spread ~1e-5 across channels), so
+# the map is p x sum_k up(A_k) whatever the scores' formula is, and after the engine's per-window min-max any
+# formula that gives all channels one score passes. A classifier rescaled so that the masked scores spread
+# over (0, 1) makes the scores matter: the tests below then tell the formula from its near variants.
+
+
+def variant_scorecam(
+    net: Any, x: Tensor, *, scores_fn: str = "sigmoid", align_corners: bool = False
+) -> tuple[Tensor, Tensor]:
+    """(maps, scores) by the definition, one window and one channel at a time, with the variants used to
+    check that the tests can tell them apart: softmax of the masked logits across channels instead of the
+    sigmoid of each, and ``align_corners=True`` in the upsampling."""
+    with torch.no_grad():
+        acts = net.forward_features(x)
+        maps, all_scores = [], []
+        for i in range(x.shape[0]):
+            ups, logits = [], []
+            for k in range(acts.shape[1]):
+                a_up = F.interpolate(
+                    acts[i : i + 1, k : k + 1],
+                    size=(SIZE, SIZE),
+                    mode="bilinear",
+                    align_corners=align_corners,
+                )[0, 0]
+                low, high = a_up.min(), a_up.max()
+                mask = (a_up - low) / (high - low) if high > low else torch.zeros_like(a_up)
+                logits.append(net(x[i : i + 1] * mask)[0, 0])
+                ups.append(a_up)
+            z = torch.stack(logits)
+            scores = torch.softmax(z, dim=0) if scores_fn == "softmax" else torch.sigmoid(z)
+            maps.append(torch.relu(torch.einsum("k,khw->hw", scores, torch.stack(ups))))
+            all_scores.append(scores)
+    return torch.stack(maps), torch.stack(all_scores)
+
+
+def normalised(maps: Tensor) -> Tensor:
+    """Each map min-max scaled to [0, 1], as the engine does before stitching."""
+    flat = maps.flatten(1)
+    low, high = flat.min(dim=1).values, flat.max(dim=1).values
+    return ((flat - low[:, None]) / (high - low).clamp_min(1e-12)[:, None]).view_as(maps)
+
+
+@pytest.fixture(scope="module")
+def spread_net(net: Any, windows: Tensor) -> Any:
+    """The tiny model with its classifier rescaled (logit = a (z - mean z)) so that the masked windows'
+    scores spread over (0, 1) instead of all sitting at p."""
+    spread = copy.deepcopy(net)
+    _, scores = variant_scorecam(spread, windows)
+    z = torch.logit(scores.clamp(1e-7, 1 - 1e-7))  # the masked windows' logits
+    head = spread.get_classifier()
+    with torch.no_grad():
+        a = 2.5 / float(z.std())
+        head.weight.mul_(a)
+        head.bias.copy_(a * (head.bias - z.mean()))
+    return spread
+
+
+@pytest.fixture(scope="module")
+def spread_reference(spread_net: Any, windows: Tensor) -> tuple[Tensor, Tensor]:
+    return variant_scorecam(spread_net, windows)
+
+
+def test_the_rescaled_classifier_spreads_the_scores(spread_reference: tuple[Tensor, Tensor]) -> None:
+    _, scores = spread_reference
+    for s in scores:
+        assert float(s.min()) < 0.2 and float(s.max()) > 0.8 and float(s.std()) > 0.15
+
+
+def test_spread_scores_match_the_definition_raw_and_normalised(
+    spread_net: Any, windows: Tensor, spread_reference: tuple[Tensor, Tensor]
+) -> None:
+    maps, _ = spread_reference
+    result = scorecam(spread_net, windows, params=ScoreCamParams(chunk=100))
+    assert_maps_close(result.maps, maps)
+    torch.testing.assert_close(normalised(result.maps), normalised(maps), rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("variant", [{"scores_fn": "softmax"}, {"align_corners": True}])
+def test_the_spread_test_tells_the_near_variants_apart(
+    spread_net: Any, windows: Tensor, spread_reference: tuple[Tensor, Tensor], variant: dict[str, Any]
+) -> None:
+    """A softmax across channels and ``align_corners=True`` each move the normalised map by far more than
+    the tolerance above, so an implementation that used either would fail it."""
+    maps, _ = spread_reference
+    other, _ = variant_scorecam(spread_net, windows, **variant)
+    assert float((normalised(other) - normalised(maps)).abs().max()) > 50 * 1e-4
