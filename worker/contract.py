@@ -113,6 +113,8 @@ RESULT_CACHE: Final = "cache"
 """Files the API derives from a result on request (regions at another threshold), inside its folder."""
 
 MOSAIC_LAYER: Final = "mosaic"
+MOSAIC_FORMAT: Final = "jpeg"
+"""The tile format of a mosaic's pyramid (``mosaic_files/<level>/<col>_<row>.jpeg``)."""
 MOSAIC_PYRAMID: Final = "pyramid"
 """The folder, inside a stored mosaic's folder, of its Deep Zoom pyramid: ``mosaic.dzi``, ``mosaic_files/``.
 It appears by rename, complete, so it is ready exactly when ``mosaic.dzi`` exists in it."""

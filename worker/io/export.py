@@ -21,10 +21,18 @@ from typing import Any
 import numpy as np
 import pyvips
 
-from worker.contract import HEAT_HISTOGRAM, HEAT_LAYER, HEATMAP_TIFF, MASK_TIFF, REGIONS_GEOJSON, SUMMARY_FILE
+from worker.contract import (
+    HEAT_HISTOGRAM,
+    HEAT_LAYER,
+    HEATMAP_TIFF,
+    MASK_TIFF,
+    MOSAIC_FORMAT,
+    REGIONS_GEOJSON,
+    SUMMARY_FILE,
+)
 from worker.engine.params import Progress, ProgressFn
 from worker.io.mosaic import Mosaic
-from worker.io.pyramid import MOSAIC_SUFFIX, OVERLAP, TILE_SIZE, dzsave
+from worker.io.pyramid import OVERLAP, TILE_SIZE, dzsave
 from worker.io.regions import regions_geojson
 
 HISTOGRAM_BINS = 1000
@@ -153,7 +161,7 @@ def result_layers(mosaic: Mosaic, heat_shape: tuple[int, int], downsample: int) 
     header = mosaic.header
     rendered = {"rendered_from": HEAT_LAYER, "scale": downsample}
     return {
-        "mosaic": _layer(header.width, header.height, MOSAIC_SUFFIX[1:4], scale=1),
+        "mosaic": _layer(header.width, header.height, MOSAIC_FORMAT, scale=1),
         HEAT_LAYER: _layer(w, h, "png", scale=downsample, bits=8),
         "heatmap": _layer(w, h, "png", **rendered),
         "mask": _layer(w, h, "png", **rendered),

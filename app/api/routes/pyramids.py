@@ -14,7 +14,7 @@ from fastapi.responses import FileResponse
 
 from app.api.deps import OwnerDep, StorageDep
 from app.api.errors import NotFound, error_responses
-from worker.contract import MOSAIC_LAYER
+from worker.contract import MOSAIC_FORMAT, MOSAIC_LAYER
 
 router = APIRouter(prefix="/v1/mosaics/{mosaic_id}/dzi", tags=["mosaics"])
 
@@ -53,7 +53,7 @@ def get_mosaic_dzi(mosaic_id: str, owner: OwnerDep, storage: StorageDep) -> File
 
 
 @router.get(
-    f"/{MOSAIC_LAYER}_files/{{level:int}}/{{col:int}}_{{row:int}}.jpg",
+    f"/{MOSAIC_LAYER}_files/{{level:int}}/{{col:int}}_{{row:int}}.{MOSAIC_FORMAT}",
     response_class=FileResponse,
     responses=error_responses(
         401, 404, also={200: {"description": "A JPEG tile.", "content": {"image/jpeg": {}}}}
@@ -64,4 +64,4 @@ def get_mosaic_tile(
     mosaic_id: str, level: int, col: int, row: int, owner: OwnerDep, storage: StorageDep
 ) -> FileResponse:
     folder = _pyramid(owner, mosaic_id, storage)
-    return _file(folder / f"{MOSAIC_LAYER}_files" / str(level) / f"{col}_{row}.jpg", "image/jpeg")
+    return _file(folder / f"{MOSAIC_LAYER}_files" / str(level) / f"{col}_{row}.{MOSAIC_FORMAT}", "image/jpeg")

@@ -119,7 +119,7 @@ def test_upload_job_poll_and_tiles_end_to_end(alice: httpx.Client, real_tile: Pa
         what="the mosaic's pyramid",
     )
     for layer, ext, content_type, width, top in [
-        ("mosaic", "jpg", "image/jpeg", 1024, 10),
+        ("mosaic", "jpeg", "image/jpeg", 1024, 10),
         ("heatmap", "png", "image/png", side, heat_top),
         ("mask", "png", "image/png", side, heat_top),
     ]:

@@ -163,8 +163,8 @@ def test_the_mosaic_pyramid_is_prepared_once_in_the_background(
     body = client.get(f"/v1/mosaics/{mosaic_id}", headers=ALICE).json()
     assert body["pyramid"] == "ready"
     dzi = client.get(body["dzi"], headers=ALICE)
-    assert dzi.status_code == 200 and 'Width="600"' in dzi.text and 'Format="jpg"' in dzi.text
-    tile = client.get(f"/v1/mosaics/{mosaic_id}/dzi/mosaic_files/10/0_0.jpg", headers=ALICE)
+    assert dzi.status_code == 200 and 'Width="600"' in dzi.text and 'Format="jpeg"' in dzi.text
+    tile = client.get(f"/v1/mosaics/{mosaic_id}/dzi/mosaic_files/10/0_0.jpeg", headers=ALICE)
     assert tile.status_code == 200 and tile.headers["content-type"] == "image/jpeg"
     assert "immutable" in tile.headers["cache-control"]
     assert client.get(body["dzi"], headers=BOB).status_code == 404
@@ -336,4 +336,4 @@ def test_a_mosaic_without_a_pyramid_gets_one_when_a_job_asks_for_it(
     assert redis.llen(f"rq:queue:{settings.queue}") == 1
     run_queue(settings)
     assert 'Width="600"' in client.get(dzi, headers=ALICE).text
-    assert client.get(f"/v1/jobs/{job_id}/dzi/mosaic_files/10/0_0.jpg", headers=ALICE).status_code == 200
+    assert client.get(f"/v1/jobs/{job_id}/dzi/mosaic_files/10/0_0.jpeg", headers=ALICE).status_code == 200

@@ -88,7 +88,7 @@ def test_the_layers_are_listed_with_their_sizes(tmp_path: Path, mosaic: Mosaic, 
     layers = write_outputs(tmp_path, heat=heat, mosaic=mosaic, downsample=K, threshold=THRESHOLD).layers
     tiles = {"tile_size": TILE_SIZE, "overlap": OVERLAP}
     assert layers == {
-        "mosaic": {"width": WIDTH, "height": HEIGHT, "format": "jpg", "scale": 1, **tiles},
+        "mosaic": {"width": WIDTH, "height": HEIGHT, "format": "jpeg", "scale": 1, **tiles},
         "heat": {"width": 150, "height": 100, "format": "png", "scale": K, "bits": 8, **tiles},
         "heatmap": {
             "width": 150,

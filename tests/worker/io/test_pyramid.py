@@ -29,9 +29,9 @@ def test_the_pyramid_keeps_the_mosaic(tmp_path: Path, mosaic: Mosaic) -> None:
     assert seconds is not None and seconds >= 0 and pyramid_ready(folder)
     assert (
         'Width="600"' in (folder / "mosaic.dzi").read_text()
-        and 'Format="jpg"' in (folder / "mosaic.dzi").read_text()
+        and 'Format="jpeg"' in (folder / "mosaic.dzi").read_text()
     )
-    tile = np.asarray(Image.open(folder / "mosaic_files" / "10" / "0_0.jpg").convert("L"), dtype=float)
+    tile = np.asarray(Image.open(folder / "mosaic_files" / "10" / "0_0.jpeg").convert("L"), dtype=float)
     original = np.asarray(mosaic.image.numpy(), dtype=float)[: tile.shape[0], : tile.shape[1]]
     assert np.abs(tile - original).mean() < 2.5  # JPEG at quality 75
     assert sorted(p.name for p in folder.parent.iterdir()) == [".pyramid.lock", "pyramid"]  # no leftovers
