@@ -30,7 +30,8 @@ def _segment_params(body: JobCreate, card: ModelCard, mosaic: MosaicRecord) -> S
         plan_for(params, mosaic, card)
     except InvalidParameter as exc:  # the message starts with the engine's name for the field
         field = exc.field or str(exc).split(" ", 1)[0]
-        raise FieldError(FIELD_NAMES.get(field, field), str(exc)) from None
+        message = str(exc).removeprefix(f"{field} ")  # FieldError puts the request's name in front
+        raise FieldError(FIELD_NAMES.get(field, field), message) from None
     return params
 
 
