@@ -35,11 +35,11 @@ import torch.nn.functional as F
 from benchmarks import common
 from models.cam.classic import cam_windows, minmax_per_window, normalise_input
 from models.cam.scorecam import ScoreCamParams, scorecam
-from worker.io.processing import processing_image
 from worker.engine.windows import WindowGrid
 from worker.evaluation.data import EvalSplit, load_split
 from worker.io.checkpoint import LoadedModel, load_model
 from worker.io.mosaic import open_mosaic
+from worker.io.processing import processing_image
 
 RANKS = ("activation", "cam_weight")
 Window = tuple[str, int, int, float]

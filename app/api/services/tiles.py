@@ -96,7 +96,10 @@ def regions_at(folder: Path, threshold: float, *, job_threshold: float, downsamp
     path = cache / f"regions-{threshold!r}.geojson"
     if path.is_file():
         return path
-    heat = np.asarray(pyvips.Image.new_from_file(str(folder / HEATMAP_TIFF)).numpy())
+    tiff = pyvips.Image.new_from_file(str(folder / HEATMAP_TIFF))
+    heat = np.asarray(tiff.numpy()).reshape(
+        tiff.height, tiff.width
+    )  # numpy() drops the axes of a 1 x 1 image
     geojson: dict[str, Any] = regions_geojson(heat >= threshold, scale=float(downsample))
     del heat
     cache.mkdir(exist_ok=True)
