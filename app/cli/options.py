@@ -90,3 +90,19 @@ def add_scorecam_options(p: argparse.ArgumentParser, *, skip_help: str = "heat e
         default=0.0,
         help=f"ScoreCAM: zero map for windows with p below this ({skip_help}; default 0)",
     )
+
+
+def add_step_and_sigma(p: argparse.ArgumentParser) -> None:
+    """``--step`` and ``--sigma``, both defaulting to the model card's."""
+    p.add_argument(
+        "--step",
+        type=positive_int,
+        default=None,
+        help="window step in processing px (default: the model card's)",
+    )
+    p.add_argument(
+        "--sigma",
+        type=sigma_type,
+        default=None,
+        help="Gaussian sigma in processing px, or 'none' for plain averaging (default: the model card's)",
+    )

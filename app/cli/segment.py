@@ -13,8 +13,8 @@ from app.cli.options import (
     add_device_options,
     add_model_option,
     add_scorecam_options,
+    add_step_and_sigma,
     positive_int,
-    sigma_type,
 )
 from models.errors import InvalidParameter
 
@@ -46,18 +46,7 @@ def register(sub: Any) -> None:
         "--out", type=Path, required=True, help="output folder (must not exist unless --overwrite)"
     )
     add_model_option(p)
-    p.add_argument(
-        "--step",
-        type=positive_int,
-        default=None,
-        help="window step in processing px (default: the model card's)",
-    )
-    p.add_argument(
-        "--sigma",
-        type=sigma_type,
-        default=None,
-        help="Gaussian sigma in processing px, or 'none' for plain averaging (default: the model card's)",
-    )
+    add_step_and_sigma(p)
     p.add_argument(
         "--cam",
         choices=["cam", "scorecam"],

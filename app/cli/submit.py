@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from app.cli.options import positive_int, sigma_type
+from app.cli.options import add_step_and_sigma
 from models.errors import InvalidParameter
 
 if TYPE_CHECKING:
@@ -55,18 +55,7 @@ def register(sub: Any) -> None:
         help="file holding the bearer token (rcmseg serve writes its own to <data folder>/local-token)",
     )
     p.add_argument("--model", default=None, help="a model of the service's zoo (default: the service's)")
-    p.add_argument(
-        "--step",
-        type=positive_int,
-        default=None,
-        help="window step in processing px (default: the model card's)",
-    )
-    p.add_argument(
-        "--sigma",
-        type=sigma_type,
-        default=None,
-        help="Gaussian sigma in processing px, or 'none' for plain averaging (default: the model card's)",
-    )
+    add_step_and_sigma(p)
     p.add_argument(
         "--out",
         type=Path,
