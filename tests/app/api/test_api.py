@@ -56,7 +56,7 @@ def test_openapi_documents_every_route_body_and_error(client: TestClient) -> Non
         ("get", "/v1/jobs/{job_id}/files/{name}"),
         ("get", "/v1/jobs/{job_id}/regions.geojson"),
         ("get", "/v1/mosaics/{mosaic_id}/dzi/mosaic.dzi"),
-        ("get", "/v1/mosaics/{mosaic_id}/dzi/mosaic_files/{level}/{col}_{row}.jpg"),
+        ("get", "/v1/mosaics/{mosaic_id}/dzi/mosaic_files/{level}/{col}_{row}.jpeg"),
         ("get", "/v1/models"),
         ("get", "/healthz"),
         ("get", "/readyz"),
