@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from worker.engine.bench import machine_info, machine_slug, print_result
+from worker.bench import machine_info, machine_slug, print_result
 from worker.engine.device import prepare_process
 
 REPO = Path(__file__).resolve().parent.parent

@@ -18,7 +18,7 @@ from models.cam.classic import normalise_input
 from models.cam.scorecam import ScoreCamParams
 from models.labels import ASPECIFIC
 from models.precision import PRECISIONS
-from worker.engine.bench import BenchConfig, bare_network_rate, make_bench_mosaic, run_bench
+from worker.bench import BenchConfig, bare_network_rate, make_bench_mosaic, run_bench
 from worker.engine.compiled import compile_cam
 from worker.engine.params import Mode, Precision, RunOptions, SegmentParams
 from worker.engine.pipeline import segment_mosaic

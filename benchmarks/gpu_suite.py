@@ -45,7 +45,7 @@ import torch
 
 from benchmarks import common
 from benchmarks.gpu_sections import SECTIONS, SuiteScale
-from worker.engine.bench import machine_info
+from worker.bench import machine_info
 from worker.io.checkpoint import LoadedModel, load_model
 
 log = logging.getLogger(__name__)

@@ -32,8 +32,8 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from benchmarks.common import REPO, add_json_option, parser, write_result
+from worker.bench import machine_info
 from worker.contract import JOB_FUNCTION, MetaKey
-from worker.engine.bench import machine_info
 from worker.io.export import write_outputs, write_summary
 from worker.io.mosaic import Mosaic, MosaicHeader
 from worker.io.tiles import heat_tile, mask_tile

@@ -60,7 +60,7 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import tempfile
 
-    from worker.engine.bench import BenchConfig, run_bench, save_result, table
+    from worker.bench import BenchConfig, run_bench, save_result, table
     from worker.engine.device import default_precision, prepare_process, resolve_device
     from worker.io.checkpoint import load_model
     from worker.io.zoo import resolve_model

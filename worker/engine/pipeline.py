@@ -132,14 +132,10 @@ def segment_mosaic(
     source_name: str | None = None,
     heat_fn: HeatFn | None = None,
 ) -> dict[str, Any]:
-    """Segment one mosaic and write every output into ``out_dir`` atomically; returns the summary.
+    """Segment one mosaic into ``out_dir``, atomically, with the umask's permissions; returns the summary.
 
-    ``heat_fn`` replaces :func:`heat_of` (the merge of a mosaic shared out over workers reads its bands'
-    sums instead of running the network).
-
-    ``source_name`` is the input's name for the summary when the file on disk is not named as the user
-    knows it (an uploaded mosaic). The folder is created with the permissions the umask gives.
-    """
+    ``heat_fn`` replaces :func:`heat_of` (a fan-out's merge reads its bands' sums instead of the network);
+    ``source_name`` names the input in the summary where the file is not named as the user knows it."""
     options = options or RunOptions()
     source, out_dir = Path(source), Path(out_dir)
     if out_dir.exists() and not overwrite:

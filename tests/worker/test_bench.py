@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from worker.engine.bench import BenchConfig, print_result, run_bench, save_result, table
+from worker.bench import BenchConfig, print_result, run_bench, save_result, table
 from worker.io.checkpoint import load_model
 
 
