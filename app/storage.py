@@ -22,12 +22,12 @@ import logging
 import os
 import re
 import shutil
-import socket
 import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from app.datafiles import PARTIAL_NAME, age, alive, children, host_tag, remove, subdirs
 from worker.contract import MOSAIC_LAYER, MOSAIC_PYRAMID, SUMMARY_FILE
 from worker.io.mosaic import MosaicHeader
 
@@ -105,7 +105,7 @@ class Storage:
         """A fresh, empty file for an incoming upload, named after this host and process (so that the
         partial uploads of a process that died can be told from those still arriving)."""
         self.tmp.mkdir(parents=True, exist_ok=True)
-        prefix = f"upload-{_host_tag()}-{os.getpid()}-"
+        prefix = f"upload-{host_tag()}-{os.getpid()}-"
         fd, name = tempfile.mkstemp(prefix=prefix, suffix=".part", dir=self.tmp)
         os.close(fd)
         return Path(name)
@@ -114,10 +114,10 @@ class Storage:
         """Delete the partial uploads of processes of this host that no longer run (an API that was
         killed mid-upload); returns how many. Other hosts' partials wait for the hourly sweep."""
         removed = 0
-        for entry in _children(self.tmp):
+        for entry in children(self.tmp):
             match = PARTIAL_NAME.match(entry.name)
-            if match and match["host"] == _host_tag() and not _alive(int(match["pid"])):
-                removed += _remove(entry)
+            if match and match["host"] == host_tag() and not alive(int(match["pid"])):
+                removed += remove(entry)
         return removed
 
     def mosaic_dir(self, owner: str, mosaic_id: str) -> Path | None:
@@ -254,72 +254,27 @@ class Storage:
         """
         now = time.time() if now is None else now
         uploads = results = partial = 0
-        for owner_dir in _subdirs(self.uploads):
-            for entry in _subdirs(owner_dir):
+        for owner_dir in subdirs(self.uploads):
+            for entry in subdirs(owner_dir):
                 if entry.name.startswith("."):
-                    if _age(entry, now) > PARTIAL_UPLOAD_MAX_AGE_S:
-                        partial += _remove(entry)
-                elif _age(entry / MOSAIC_RECORD, now) > max_age_s:
-                    uploads += _remove(entry)
-        for owner_dir in _subdirs(self.results):
-            for entry in _subdirs(owner_dir):
+                    if age(entry, now) > PARTIAL_UPLOAD_MAX_AGE_S:
+                        partial += remove(entry)
+                elif age(entry / MOSAIC_RECORD, now) > max_age_s:
+                    uploads += remove(entry)
+        for owner_dir in subdirs(self.results):
+            for entry in subdirs(owner_dir):
                 if entry.name.startswith("."):
-                    if _age(entry, now) > stale_work_s:
-                        partial += _remove(entry)
-                elif _age(entry, now) > max_age_s:
-                    results += _remove(entry)
-        for entry in _children(self.tmp):
-            if _age(entry, now) > PARTIAL_UPLOAD_MAX_AGE_S:
-                partial += _remove(entry)
-        for entry in _children(self.scratch):
-            if _age(entry, now) > stale_work_s:
-                partial += _remove(entry)
+                    if age(entry, now) > stale_work_s:
+                        partial += remove(entry)
+                elif age(entry, now) > max_age_s:
+                    results += remove(entry)
+        for entry in children(self.tmp):
+            if age(entry, now) > PARTIAL_UPLOAD_MAX_AGE_S:
+                partial += remove(entry)
+        for entry in children(self.scratch):
+            if age(entry, now) > stale_work_s:
+                partial += remove(entry)
         report = SweepReport(uploads=uploads, results=results, partial=partial)
         if uploads or results or partial:
             log.info("retention sweep", extra=asdict(report))
         return report
-
-
-PARTIAL_NAME = re.compile(r"^upload-(?P<host>[A-Za-z0-9_]+)-(?P<pid>\d+)-.*\.part$")
-
-
-def _host_tag() -> str:
-    return re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname())[:64] or "host"
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: alive
-        return True
-    return True
-
-
-def _children(folder: Path) -> list[Path]:
-    try:
-        return list(folder.iterdir())
-    except FileNotFoundError:
-        return []
-
-
-def _subdirs(folder: Path) -> list[Path]:
-    return [p for p in _children(folder) if p.is_dir() and not p.is_symlink()]
-
-
-def _age(path: Path, now: float) -> float:
-    try:
-        return now - path.stat().st_mtime
-    except FileNotFoundError:
-        return float("inf")
-
-
-def _remove(path: Path) -> int:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
-    return 1

@@ -29,6 +29,7 @@ from app.cli.options import (
     positive_int,
     sigma_units,
 )
+from models.errors import InvalidParameter
 
 if TYPE_CHECKING:
     import torch
@@ -141,25 +142,13 @@ def _file_options(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from models.errors import InvalidParameter
-    from worker.evaluation.defaults import CHOICE_SPLIT
-
-    if args.out.exists() and any(args.out.iterdir()) and not args.overwrite:
-        raise InvalidParameter(f"{args.out}: output folder is not empty (use --overwrite)")
-    if args.bins % 50:
-        raise InvalidParameter(f"bins must be a multiple of 50 (Dice thresholds 0.02 apart), got {args.bins}")
-    if args.write_defaults and args.split != CHOICE_SPLIT:
-        raise InvalidParameter(
-            f"--write-defaults chooses on the validation patients only (--split {CHOICE_SPLIT}), "
-            f"got --split {args.split}"
-        )
+    check_options(args)
 
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     from worker.engine.device import prepare_process, resolve_device
     from worker.engine.params import RunOptions
     from worker.evaluation.data import load_split
-    from worker.evaluation.defaults import write_card_defaults
     from worker.evaluation.report import write_report
     from worker.evaluation.runner import evaluate
     from worker.io.checkpoint import load_model
@@ -208,18 +197,38 @@ def run(args: argparse.Namespace) -> int:
             choose=args.choose_defaults or args.write_defaults,
             progress=show,
         )
-    chosen = report["chosen_defaults"]
     if args.write_defaults:
-        from models.card import MethodDefaults
-
-        write_card_defaults(
-            model_dir,
-            MethodDefaults.model_validate(chosen["defaults"]),
-            validation={k: v for k, v in chosen.items() if k != "defaults"},
-        )
-        log.info("defaults of %s written into %s", chosen["run"], model_dir / "card.json")
+        write_defaults(model_dir, report["chosen_defaults"])
     print(json.dumps(summary_line(report, out=args.out, mosaics=len(split.mosaics))))
     return 0
+
+
+def check_options(args: argparse.Namespace) -> None:
+    """What can be refused before any file is read."""
+    from worker.evaluation.defaults import CHOICE_SPLIT
+
+    if args.out.exists() and any(args.out.iterdir()) and not args.overwrite:
+        raise InvalidParameter(f"{args.out}: output folder is not empty (use --overwrite)")
+    if args.bins % 50:
+        raise InvalidParameter(f"bins must be a multiple of 50 (Dice thresholds 0.02 apart), got {args.bins}")
+    if args.write_defaults and args.split != CHOICE_SPLIT:
+        raise InvalidParameter(
+            f"--write-defaults chooses on the validation patients only (--split {CHOICE_SPLIT}), "
+            f"got --split {args.split}"
+        )
+
+
+def write_defaults(model_dir: Path, chosen: dict[str, Any]) -> None:
+    """The chosen row into the model's card (``defaults``), its validation figures beside it."""
+    from models.card import MethodDefaults
+    from worker.evaluation.defaults import write_card_defaults
+
+    write_card_defaults(
+        model_dir,
+        MethodDefaults.model_validate(chosen["defaults"]),
+        validation={k: v for k, v in chosen.items() if k != "defaults"},
+    )
+    log.info("defaults of %s written into %s", chosen["run"], model_dir / "card.json")
 
 
 def eval_params(args: argparse.Namespace, device: torch.device) -> EvalParams:

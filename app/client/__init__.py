@@ -12,9 +12,10 @@
 
 from __future__ import annotations
 
-from app.client.batch import Batch, BatchProgress, JobRequest, Outcome, find_inputs
+from app.client.batch import Batch, BatchProgress, JobRequest, Outcome
 from app.client.client import RESULT_DOWNLOADS, RcmsegClient
 from app.client.errors import ServiceError
+from app.client.inputs import find_inputs
 from app.client.responses import Job, JobError, Model, Mosaic
 
 __all__ = [
