@@ -168,6 +168,8 @@ def result_layers(mosaic: Mosaic, heat_shape: tuple[int, int], downsample: int) 
     }
 
 
+# About 60 lines: the export's steps run side by side from one pass over the heat, and their timings and
+# progress are kept together; each step itself is a function of this module.
 def write_outputs(
     out: Path,
     *,

@@ -36,6 +36,8 @@ from worker.contract import (
 PartsStatus = Literal["queued", "running", "failed", "canceled"]
 
 
+# About 60 lines: the band jobs and their merge are enqueued in one place with every RQ option they
+# share (timeouts, retention, retry, dependencies), so that no part of a fan-out is queued differently.
 def enqueue_parts(
     queue: Queue,
     settings: WorkerSettings,

@@ -143,6 +143,8 @@ class JobQueue:
             with contextlib.suppress(LockError):  # expired: the job was enqueued all the same
                 lock.release()
 
+    # About 60 lines: the job's meta, its kwargs (the contract) and its RQ options are written out together,
+    # in the one place a segmentation job is queued.
     def _enqueue(
         self,
         owner: str,
