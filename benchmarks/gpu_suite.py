@@ -158,27 +158,11 @@ def run_section(suite: Suite, name: str, fn: Callable[[Suite], dict[str, Any]], 
 
 def quick_model(folder: Path) -> Path:
     """A random-weight 64 px ``test_efficientnet`` at 2 um/px, for ``--quick``."""
-    from models.card import ModelCard
-    from models.network import create_network
-    from worker.io.checkpoint import save_model
+    from worker.io.checkpoint import save_random_model
 
-    torch.manual_seed(0)
-    card = ModelCard(
-        name="random-test_efficientnet",
-        arch="test_efficientnet",
-        in_chans=1,
-        num_classes=1,
-        window=64,
-        pixel_size_um=2.0,
-        mean=[0.5],
-        std=[0.25],
-        positive_class="aspecific",
-        threshold=0.5,
-        training={"note": "random weights for the quick suite"},
-        metrics={},
+    return save_random_model(
+        folder, arch="test_efficientnet", window=64, note="random weights for the quick suite"
     )
-    save_model(folder, create_network(card.arch, in_chans=1), card)
-    return folder
 
 
 def run_suite(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import re
 import resource
 import shutil
@@ -33,6 +32,7 @@ from worker.io.checkpoint import LoadedModel
 from worker.io.export import STEPS as EXPORT_STEPS
 from worker.io.mosaic import open_mosaic
 from worker.io.pyramid import build_mosaic_pyramid
+from worker.provenance import cpu_name
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,14 +51,7 @@ class BenchConfig:
 
 
 def machine_info() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     info: dict[str, Any] = {
         "cpu": cpu,
         "cores": os.cpu_count(),

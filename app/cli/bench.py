@@ -68,25 +68,10 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     prepare_process(device)
     if args.model is None:
-        from models.card import ModelCard
-        from models.network import create_network
-        from worker.io.checkpoint import save_model
+        from worker.io.checkpoint import save_random_model
 
         folder = Path(tempfile.mkdtemp(prefix="rcmseg-bench-model-")) / "b2"
-        card = ModelCard(
-            name="random-efficientnet_b2",
-            arch="efficientnet_b2",
-            in_chans=1,
-            num_classes=1,
-            window=256,
-            pixel_size_um=2.0,
-            mean=[0.5],
-            std=[0.25],
-            positive_class="aspecific",
-            threshold=0.5,
-        )
-        save_model(folder, create_network("efficientnet_b2"), card)
-        model_dir = folder
+        model_dir = save_random_model(folder, arch="efficientnet_b2", window=256)
     else:
         model_dir = resolve_model(args.model)
     model = load_model(model_dir, device)

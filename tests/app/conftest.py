@@ -3,6 +3,7 @@ Redis, with the tiny model in a private zoo and a private data folder."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -148,12 +149,27 @@ def service_env(
 @pytest.fixture(scope="module")
 def service(service_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     """The API and two workers (``w1``, ``w2``), ready."""
-    svc = Service(service_env, tmp_path_factory.mktemp("logs"))
+    with running_service(service_env, tmp_path_factory.mktemp("logs"), workers=2) as svc:
+        yield svc
+
+
+@contextlib.contextmanager
+def running_service(env: dict[str, str], logs: Path, *, workers: int = 1) -> Iterator[Service]:
+    """The API and ``workers`` workers (``w1``, ``w2``, ...), ready; stopped on exit."""
+    svc = Service(env, logs)
     try:
-        svc.start_worker("w1")
-        svc.start_worker("w2")
+        for n in range(1, workers + 1):
+            svc.start_worker(f"w{n}")
         svc.start_api()
-        svc.wait_workers(2)
+        svc.wait_workers(workers)
         yield svc
     finally:
         svc.stop()
+
+
+def upload_id(client: httpx.Client, path: Path) -> str:
+    """Upload ``path`` as a mosaic; its id (a refused upload fails the test with the answer)."""
+    with path.open("rb") as fh:
+        response = client.post("/v1/mosaics", files={"file": (path.name, fh)})
+    assert response.status_code in (200, 201), response.text
+    return str(response.json()["id"])

@@ -79,3 +79,25 @@ def save_model(model_dir: Path, net: nn.Module, card: ModelCard, *, half: bool =
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def save_random_model(
+    model_dir: Path, *, arch: str, window: int, seed: int = 0, note: str = "random weights"
+) -> Path:
+    """A random-weight model folder at 2 um/px, for benchmarks that time a network rather than judge it."""
+    torch.manual_seed(seed)
+    card = ModelCard(
+        name=f"random-{arch}",
+        arch=arch,
+        in_chans=1,
+        num_classes=1,
+        window=window,
+        pixel_size_um=2.0,
+        mean=[0.5],
+        std=[0.25],
+        positive_class="aspecific",
+        threshold=0.5,
+        training={"note": note},
+    )
+    save_model(model_dir, network_for_card(card), card)
+    return model_dir

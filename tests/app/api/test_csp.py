@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from app.api.middleware import OPENSEADRAGON_STYLE
-from tests.app.conftest import TOKENS, Service
+from tests.app.conftest import TOKENS, Service, running_service
 from tests.app.viewer.helpers import OPENSEADRAGON_JS, chromium_page, require_browser_assets
 
 pytestmark = pytest.mark.slow
@@ -24,14 +24,8 @@ document.addEventListener("securitypolicyviolation",
 @pytest.fixture(scope="module")
 def csp_service(service_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     require_browser_assets()
-    svc = Service(service_env, tmp_path_factory.mktemp("csp-logs"))
-    try:
-        svc.start_worker("w1")
-        svc.start_api()
-        svc.wait_workers(1)
+    with running_service(service_env, tmp_path_factory.mktemp("csp-logs")) as svc:
         yield svc
-    finally:
-        svc.stop()
 
 
 def test_the_viewer_works_under_the_csp(csp_service: Service, real_tile: Path, tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.app.conftest import Service, texture_png, wait_for
+from tests.app.conftest import Service, texture_png, upload_id, wait_for
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.slow
@@ -81,13 +81,6 @@ def alice(svc: Service) -> Iterator[httpx.Client]:
         yield client
 
 
-def upload(client: httpx.Client, path: Path) -> str:
-    with path.open("rb") as fh:
-        response = client.post("/v1/mosaics", files={"file": (path.name, fh)})
-    assert response.status_code in (200, 201), response.text
-    return str(response.json()["id"])
-
-
 def job(client: httpx.Client, job_id: str) -> dict[str, Any]:
     response = client.get(f"/v1/jobs/{job_id}")
     assert response.status_code == 200, response.text
@@ -105,7 +98,7 @@ def wait_status(client: httpx.Client, job_id: str, *statuses: str, timeout: floa
 def test_while_redis_is_down_the_api_answers_503_and_the_worker_waits(
     svc: Service, redis_server: RedisServer, alice: httpx.Client, tmp_path: Path
 ) -> None:
-    mosaic = upload(alice, texture_png(tmp_path / "a.png", 256))
+    mosaic = upload_id(alice, texture_png(tmp_path / "a.png", 256))
     before = alice.post("/v1/jobs", json={"mosaic_id": mosaic, **TINY, "step": 60})
     job_id = before.json()["id"]
     wait_status(alice, job_id, "finished")
@@ -144,7 +137,7 @@ def test_while_redis_is_down_the_api_answers_503_and_the_worker_waits(
 def test_a_worker_that_loses_redis_mid_job_waits_for_it(
     svc: Service, redis_server: RedisServer, alice: httpx.Client, real_tile: Path
 ) -> None:
-    mosaic = upload(alice, real_tile)
+    mosaic = upload_id(alice, real_tile)
     job_id = alice.post("/v1/jobs", json={"mosaic_id": mosaic, **TINY, "step": 6}).json()["id"]
     wait_for(
         lambda: (job(alice, job_id)["windows_done"] or 0) > 0, timeout=120, what="the job to compute windows"
@@ -163,7 +156,7 @@ def test_a_worker_that_loses_redis_mid_job_waits_for_it(
 
 
 def test_identical_concurrent_submissions_make_one_job(alice: httpx.Client, tmp_path: Path) -> None:
-    mosaic = upload(alice, texture_png(tmp_path / "b.png", 256, seed=3))
+    mosaic = upload_id(alice, texture_png(tmp_path / "b.png", 256, seed=3))
     body = {"mosaic_id": mosaic, **TINY, "step": 33}
     with ThreadPoolExecutor(10) as pool:
         responses = list(pool.map(lambda _: alice.post("/v1/jobs", json=body), range(10)))
@@ -177,7 +170,7 @@ def test_identical_concurrent_submissions_make_one_job(alice: httpx.Client, tmp_
 def test_a_killed_workers_job_is_queued_again_within_seconds(
     svc: Service, alice: httpx.Client, real_tile: Path
 ) -> None:
-    mosaic = upload(alice, real_tile)
+    mosaic = upload_id(alice, real_tile)
     job_id = alice.post("/v1/jobs", json={"mosaic_id": mosaic, **TINY, "step": 7}).json()["id"]
     wait_for(
         lambda: (job(alice, job_id)["windows_done"] or 0) > 0, timeout=120, what="the job to compute windows"
@@ -210,7 +203,7 @@ def test_a_mosaic_deleted_under_a_queued_job_fails_as_mosaic_gone(
 ) -> None:
     for name in list(svc.workers):
         svc.kill_worker(name)  # nothing takes the job until the mosaic is gone
-    mosaic = upload(alice, texture_png(tmp_path / "c.png", 256, seed=5))
+    mosaic = upload_id(alice, texture_png(tmp_path / "c.png", 256, seed=5))
     job_id = alice.post("/v1/jobs", json={"mosaic_id": mosaic, **TINY, "step": 60}).json()["id"]
     assert alice.delete(f"/v1/mosaics/{mosaic}").status_code == 204
     svc.start_worker("w3")

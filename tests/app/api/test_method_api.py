@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import pyvips
 
-from tests.app.conftest import Service, wait_for
+from tests.app.conftest import Service, upload_id, wait_for
 from tests.conftest import REPO
 from tests.worker.engine.test_pipeline import tissue
 
@@ -27,13 +27,6 @@ pytestmark = pytest.mark.slow
 def alice(service: Service) -> Iterator[httpx.Client]:
     with service.client("alice") as client:
         yield client
-
-
-def upload(client: httpx.Client, path: Path) -> str:
-    with path.open("rb") as fh:
-        response = client.post("/v1/mosaics", files={"file": (path.name, fh)})
-    assert response.status_code in (200, 201), response.text
-    return str(response.json()["id"])
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +47,7 @@ def test_the_models_route_gives_each_models_defaults(alice: httpx.Client) -> Non
 def test_a_job_with_nothing_given_equals_the_command_line_with_nothing_given(
     alice: httpx.Client, mosaic: Path, tiny_model_dir: Path, tmp_path: Path
 ) -> None:
-    response = alice.post("/v1/jobs", json={"mosaic_id": upload(alice, mosaic)})
+    response = alice.post("/v1/jobs", json={"mosaic_id": upload_id(alice, mosaic)})
     assert response.status_code == 202, response.text
     job_id = response.json()["id"]
 
@@ -99,7 +92,7 @@ def test_a_job_with_nothing_given_equals_the_command_line_with_nothing_given(
 def test_what_would_fail_at_run_time_is_refused_at_submit(
     alice: httpx.Client, mosaic: Path, fields: dict[str, Any], field: str, text: str
 ) -> None:
-    content = json.dumps({"mosaic_id": upload(alice, mosaic), **fields})  # NaN as JSON5-style NaN
+    content = json.dumps({"mosaic_id": upload_id(alice, mosaic), **fields})  # NaN as JSON5-style NaN
     response = alice.post("/v1/jobs", content=content, headers={"Content-Type": "application/json"})
     assert response.status_code == 422, response.text
     body = response.json()
@@ -112,7 +105,7 @@ def test_a_mosaic_too_small_for_the_downsample_is_refused_naming_its_size(
 ) -> None:
     tiny = tmp_path / "dot.png"
     pyvips.Image.new_from_array(np.full((1, 1), 200, dtype=np.uint8)).pngsave(str(tiny))
-    response = alice.post("/v1/jobs", json={"mosaic_id": upload(alice, tiny), "pixel_size_um": 0.5})
+    response = alice.post("/v1/jobs", json={"mosaic_id": upload_id(alice, tiny), "pixel_size_um": 0.5})
     assert response.status_code == 422, response.text
     body = response.json()
     assert body["field"] == "mosaic_id"

@@ -24,7 +24,7 @@ import pytest
 from PIL import Image
 from playwright.sync_api import Locator, Page, Request, Response, expect
 
-from tests.app.conftest import TOKENS, Service
+from tests.app.conftest import TOKENS, Service, running_service
 from tests.app.viewer.helpers import NetworkLog, chromium_page, require_browser_assets, watch_network
 from tests.conftest import REPO
 
@@ -51,14 +51,8 @@ def viewer_service(
 ) -> Iterator[Service]:
     """The API serving the page, and one worker."""
     require_browser_assets()
-    svc = Service(service_env, tmp_path_factory.mktemp("viewer-logs"))
-    try:
-        svc.start_worker("w1")
-        svc.start_api()
-        svc.wait_workers(1)
+    with running_service(service_env, tmp_path_factory.mktemp("viewer-logs")) as svc:
         yield svc
-    finally:
-        svc.stop()
 
 
 def _service_logs(service: Service, lines: int = 30) -> str:
