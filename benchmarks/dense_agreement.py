@@ -28,14 +28,14 @@ from models.metrics.roc import mosaic_histogram
 from worker.datasets.annotated import AnnotatedMosaic, labels_for
 from worker.engine.dense_tiles import STRIDE, DenseOptions
 from worker.engine.device import default_batch_size
-from worker.engine.params import SegmentParams
-from worker.engine.run import WindowStats
+from worker.engine.network_pass import WindowStats
 from worker.engine.windows import WindowGrid
 from worker.evaluation.data import load_split
 from worker.evaluation.sweep import dense_sweep, output_stride, sweep_heatmaps
 from worker.io.checkpoint import LoadedModel, load_model
 from worker.io.mosaic import open_mosaic
 from worker.io.processing import processing_image
+from worker.params import SegmentParams
 
 VARIANTS = {"dense": DenseOptions(windowed_se=True), "dense_global_se": DenseOptions(windowed_se=False)}
 MODES = ("exact", *VARIANTS)

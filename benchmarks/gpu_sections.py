@@ -19,13 +19,15 @@ from models.cam.scorecam import ScoreCamParams
 from models.labels import ASPECIFIC
 from models.precision import PRECISIONS
 from worker.bench import BenchConfig, bare_network_rate, make_bench_mosaic, run_bench
+from worker.engine.accumulate import stitch_windows
 from worker.engine.compiled import compile_cam
-from worker.engine.params import Mode, Precision, RunOptions, SegmentParams
+from worker.engine.network_pass import WindowStats, run_windows
+from worker.engine.options import RunOptions
 from worker.engine.pipeline import segment_mosaic
-from worker.engine.run import WindowStats, run_windows, stitch_windows
-from worker.engine.scorecam import ScoreCamTally, scorecam_window_maps
+from worker.engine.scorecam_windows import ScoreCamTally, scorecam_window_maps
 from worker.engine.windows import WindowGrid
 from worker.io.checkpoint import LoadedModel
+from worker.params import Mode, Precision, SegmentParams
 
 if TYPE_CHECKING:
     from benchmarks.gpu_suite import Suite

@@ -23,12 +23,13 @@ from typing import Any
 import numpy as np
 
 from benchmarks import common
+from worker.engine.accumulate import stitch_windows
 from worker.engine.device import default_batch_size
-from worker.engine.params import SegmentParams
-from worker.engine.run import WindowStats, run_windows, stitch_windows
+from worker.engine.network_pass import WindowStats, run_windows
 from worker.engine.windows import WindowGrid
 from worker.io.checkpoint import LoadedModel, load_model
 from worker.io.mosaic import open_mosaic
+from worker.params import SegmentParams
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 

@@ -27,13 +27,14 @@ import numpy as np
 import torch
 
 from benchmarks import common
+from worker.engine.accumulate import stitch_windows
 from worker.engine.device import default_batch_size
-from worker.engine.params import SegmentParams
-from worker.engine.run import WindowStats, run_windows, stitch_windows
+from worker.engine.network_pass import WindowStats, run_windows
 from worker.engine.windows import WindowGrid
 from worker.evaluation.sweep import output_stride, sweep_heatmaps
 from worker.io.checkpoint import LoadedModel, load_model
 from worker.io.mosaic import open_mosaic
+from worker.params import SegmentParams
 
 SIGMA_UNITS = (None, 1.0, 2.5, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0)
 

@@ -440,7 +440,7 @@ def test_dockerignore_keeps_secrets_and_local_state_out_of_the_images() -> None:
         "README.md",
         "app/api/__init__.py",
         "app/viewer/static/index.html",
-        "worker/queue/runner.py",
+        "worker/queue/worker_process.py",
         "models/card.py",
         "docker/constraints.txt",
         "docker/requirements-api.txt",

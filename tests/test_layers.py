@@ -32,7 +32,9 @@ TORCH_FREE_WORKER_MODULES = frozenset(
         "worker.io.colormap",  # the colour tables of heatmap tiles (stored, no matplotlib)
         "worker.io.tiles",  # heat tiles coloured on request, Deep Zoom geometry
         "worker.io.regions",  # regions GeoJSON at a threshold asked for after the job
-        "worker.engine.params",  # the segmentation parameters a job request is validated against
+        "worker.params",  # the segmentation parameters a job request is validated against
+        "worker.plan",  # the plan a job request is checked against before it is queued
+        "worker.progress",  # the progress report type the contract names
         "worker.provenance",  # the package version the API reports
     }
 )

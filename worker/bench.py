@@ -26,12 +26,13 @@ import torch
 from models.cam.classic import cam_windows
 from models.precision import PRECISIONS
 from worker.engine.device import default_batch_size
-from worker.engine.params import Mode, Precision, RunOptions, SegmentParams
+from worker.engine.options import RunOptions
 from worker.engine.pipeline import segment_mosaic
 from worker.io.checkpoint import LoadedModel
 from worker.io.export import STEPS as EXPORT_STEPS
 from worker.io.mosaic import open_mosaic
 from worker.io.pyramid import build_mosaic_pyramid
+from worker.params import Mode, Precision, SegmentParams
 from worker.provenance import cpu_name
 
 
@@ -76,7 +77,7 @@ def make_bench_mosaic(path: Path, size: int, seed: int = 0) -> None:
 
 def bare_network_rate(model: LoadedModel, *, batch_size: int, precision: str, iters: int) -> float:
     """Windows per second of the network alone (features, head, CAM) on a device-resident batch."""
-    device = next(model.net.parameters()).device
+    device = model.device
     s = model.card.window
     x = torch.randn(batch_size, model.card.in_chans, s, s, device=device)
     dtype = PRECISIONS[precision]
@@ -128,7 +129,7 @@ def export_report(timings: dict[str, float], pyramids: dict[str, float]) -> dict
 
 def run_bench(model: LoadedModel, config: BenchConfig, *, workdir: Path | None = None) -> dict[str, Any]:
     """Generate the mosaic, run the engine once (after a small warm-up), then the bare network."""
-    device = next(model.net.parameters()).device
+    device = model.device
     batch = config.batch_size or default_batch_size(device, model.card.window)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)

@@ -25,7 +25,7 @@ class SegmentJobKwargs(TypedDict):
     model: str
     """A zoo model's folder name."""
     params: dict[str, Any]
-    """``worker.engine.params.SegmentParams`` as a dict."""
+    """``worker.params.SegmentParams`` as a dict."""
     cancel_key: str
     """The Redis key whose presence asks the job to stop."""
     source_name: NotRequired[str]
@@ -132,10 +132,10 @@ class PrepareJobKwargs(TypedDict):
     """The pyramid folder to write (atomically), relative to the data folder."""
 
 
-BAND_FUNCTION: Final = "worker.queue.bands.run_band_job"
+BAND_FUNCTION: Final = "worker.queue.band_jobs.run_band_job"
 """Dotted path of one band of a job shared out over workers (``parallel: N``): the band's weighted sums."""
 
-MERGE_FUNCTION: Final = "worker.queue.bands.run_merge_job"
+MERGE_FUNCTION: Final = "worker.queue.band_jobs.run_merge_job"
 """Dotted path of the job that merges the bands, exports and writes the result; it depends on every band
 (RQ ``depends_on``), so it starts when the last band has finished. Its id is the job's public id."""
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt
 
-from worker.engine.params import DEFAULT_INPUT_PIXEL_SIZE_UM
+from worker.plan import DEFAULT_INPUT_PIXEL_SIZE_UM
 
 ID = r"^[0-9a-f]{32}$"
 
@@ -97,7 +97,7 @@ class JobCreate(BaseModel):
     )
 
     def engine_values(self) -> dict[str, Any]:
-        """The request in the engine's field names (``worker.engine.params.SegmentParams``)."""
+        """The request in the engine's field names (``worker.params.SegmentParams``)."""
         values = self.model_dump(exclude={"mosaic_id", "model", "sigma_px", "parallel"})
         return {**values, "sigma": self.sigma_px}
 

@@ -1,8 +1,8 @@
 """The ``rcmseg`` command line.
 
-Each module named in ``COMMANDS`` is one sub-command: it defines ``register(subparsers)``, which adds its
-parser and sets ``func`` to the function that runs it (``options`` and ``logs`` are shared helpers).
-Commands import heavy packages (torch) inside ``func`` so
+Each module named in ``COMMANDS`` holds one sub-command or two close ones: it defines
+``register(subparsers)``, which adds their parsers and sets ``func`` to the function that runs each
+(``options`` and ``logs`` are shared helpers). Commands import heavy packages (torch) inside ``func`` so
 ``rcmseg --help`` stays fast and this package stays free of torch.
 """
 
@@ -18,16 +18,14 @@ from importlib.metadata import PackageNotFoundError, version
 from models.errors import RcmSegError
 
 COMMANDS = (
-    "api",
+    "processes",
     "bench",
     "evaluate",
-    "phantom",
+    "datasets",
     "segment",
     "serve",
     "submit",
     "train",
-    "weak_labels",
-    "worker",
 )
 """The sub-command modules, in the order ``rcmseg --help`` lists them."""
 

@@ -34,8 +34,8 @@ from models.errors import InvalidParameter
 if TYPE_CHECKING:
     import torch
 
-    from worker.engine.params import Progress
     from worker.evaluation.protocol import EvalParams
+    from worker.progress import Progress
 
 log = logging.getLogger("rcmseg.evaluate")
 
@@ -147,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     from worker.engine.device import prepare_process, resolve_device
-    from worker.engine.params import RunOptions
+    from worker.engine.options import RunOptions
     from worker.evaluation.data import load_split
     from worker.evaluation.report import write_report
     from worker.evaluation.runner import evaluate

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from worker.engine.params import PLAIN_AVERAGING
+from worker.params import PLAIN_AVERAGING
 
 
 def _sigma(text: str, unit: str) -> float | None:

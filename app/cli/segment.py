@@ -119,8 +119,9 @@ def log_cost(plan: Any, card: Any, params: Any, channels: int) -> None:
 def check_before_model(args: argparse.Namespace, card: Any, device: Any) -> tuple[Any, Any, Any]:
     """Parameters, layout and plan, checked without loading the network (so errors come at once)."""
     from worker.engine.device import default_precision
-    from worker.engine.params import SegmentParams, plan_for
     from worker.io.mosaic import VivaBlockLayout, probe
+    from worker.params import SegmentParams
+    from worker.plan import plan_for
 
     if args.out.exists() and not args.overwrite:
         raise InvalidParameter(f"{args.out}: output folder already exists (give --overwrite to replace it)")
@@ -151,10 +152,11 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from worker.engine.device import prepare_process, resolve_device
-    from worker.engine.params import Progress, RunOptions
+    from worker.engine.options import RunOptions
     from worker.engine.pipeline import segment_mosaic
     from worker.io.checkpoint import load_model
     from worker.io.zoo import read_card, resolve_model
+    from worker.progress import Progress
 
     device = resolve_device(args.device)
     folder = resolve_model(args.model)

@@ -20,8 +20,8 @@ import torch
 
 from models.cam.classic import WindowMaps, cam_windows, normalise_input
 from models.precision import PRECISIONS
-from worker.engine.params import Precision
 from worker.io.checkpoint import LoadedModel
+from worker.params import Precision
 
 log = logging.getLogger(__name__)
 

@@ -21,10 +21,10 @@ from models.cam.dense import stitch_cells, window_statistics, windowed_squeeze_e
 from models.errors import InvalidParameter
 from models.network import classifier_weight
 from models.precision import autocast_unless_fp32
-from worker.engine.params import CancelFn, Progress, ProgressFn
 from worker.engine.stitch import gaussian_weights
 from worker.errors import JobCanceled
 from worker.io.checkpoint import LoadedModel
+from worker.progress import CancelFn, Progress, ProgressFn
 
 STRIDE = 32
 

@@ -23,7 +23,7 @@ import sys
 import torch
 
 from models.errors import InvalidParameter
-from worker.engine.params import Precision
+from worker.params import Precision
 
 log = logging.getLogger(__name__)
 

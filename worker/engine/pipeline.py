@@ -1,7 +1,7 @@
 """The mosaic pipeline: read, downsample, run windows through the network, stitch, export.
 
 ``segment_mosaic`` is the whole pipeline used by the command line and the queue job; its stages live in
-their own modules (:mod:`worker.io.processing`, :mod:`worker.engine.run`,
+their own modules (:mod:`worker.io.processing`, :mod:`worker.engine.network_pass`,
 :mod:`worker.engine.dense_tiles`, :mod:`worker.io.export`, :mod:`worker.engine.summary`).
 """
 
@@ -21,19 +21,12 @@ import pyvips
 
 from models.errors import InvalidParameter
 from models.precision import PRECISIONS
+from worker.engine.accumulate import stitch_windows
 from worker.engine.dense_tiles import STRIDE as DENSE_STRIDE
 from worker.engine.dense_tiles import dense_heatmap
 from worker.engine.device import default_batch_size, release_freed_memory
-from worker.engine.params import (
-    CancelFn,
-    Plan,
-    Progress,
-    ProgressFn,
-    RunOptions,
-    SegmentParams,
-    plan_for,
-)
-from worker.engine.run import WindowStats, run_windows, stitch_windows
+from worker.engine.network_pass import WindowStats, run_windows
+from worker.engine.options import RunOptions
 from worker.engine.summary import RunFacts, build_summary
 from worker.engine.windows import WindowGrid
 from worker.errors import ExportFailed
@@ -42,6 +35,9 @@ from worker.io.export import write_outputs, write_summary
 from worker.io.files import current_umask, swap_into_place
 from worker.io.mosaic import Mosaic, VivaBlockLayout, decode_error, input_sha256, open_mosaic
 from worker.io.processing import processing_image
+from worker.params import SegmentParams
+from worker.plan import Plan, plan_for
+from worker.progress import CancelFn, Progress, ProgressFn
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +86,7 @@ def heat_of(
     if params.mode == "dense":
         heat, covered = _dense(image, model, params, stats, progress, should_cancel)
         return heat, covered, stats
-    device = next(model.net.parameters()).device
+    device = model.device
     batches = run_windows(
         image,
         model,
@@ -151,7 +147,9 @@ def segment_mosaic(
     try:
         summary = _segment_into(
             tmp,
-            Source(path=source, name=source_name or source.name, mosaic=mosaic, plan=plan, started=started),
+            OpenedMosaic(
+                path=source, name=source_name or source.name, mosaic=mosaic, plan=plan, started=started
+            ),
             model,
             params=params,
             options=options,
@@ -181,7 +179,7 @@ def segment_mosaic(
 
 
 @dataclass(frozen=True)
-class Source:
+class OpenedMosaic:
     """An opened mosaic, the file it came from and when reading it started."""
 
     path: Path
@@ -192,7 +190,7 @@ class Source:
 
 
 def _facts(
-    source: Source,
+    source: OpenedMosaic,
     image: np.ndarray,
     model: LoadedModel,
     *,
@@ -200,7 +198,7 @@ def _facts(
     options: RunOptions,
     downsample: int,
 ) -> RunFacts:
-    card, device = model.card, next(model.net.parameters()).device
+    card, device = model.card, model.device
     return RunFacts(
         source_name=source.name,
         sha256=input_sha256(source.path),
@@ -221,7 +219,7 @@ def _facts(
 
 def _segment_into(
     tmp: Path,
-    source: Source,
+    source: OpenedMosaic,
     model: LoadedModel,
     *,
     params: SegmentParams,

@@ -7,12 +7,13 @@ from typing import Any
 
 import torch
 
-from worker.engine.params import Plan, SegmentParams
-from worker.engine.run import WindowStats
+from worker.engine.network_pass import WindowStats
 from worker.engine.windows import WindowGrid
 from worker.io.checkpoint import LoadedModel
 from worker.io.export import ExportResult
 from worker.io.mosaic import Mosaic
+from worker.params import SegmentParams
+from worker.plan import Plan
 from worker.provenance import package_version
 
 

@@ -22,8 +22,9 @@ from models.precision import PRECISIONS
 from worker.datasets.annotated import AnnotatedMosaic, find_mosaics
 from worker.datasets.patch_dataset import PatchDataset, cache_mosaics
 from worker.datasets.table import PatchTable, read_table
-from worker.engine.params import Precision, Progress, ProgressFn
 from worker.io.checkpoint import LoadedModel
+from worker.params import Precision
+from worker.progress import Progress, ProgressFn
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +130,7 @@ def score_patches(
     sources = cache_mosaics(table, cache_dir)
     dataset = PatchDataset(table, sources, crop=model.card.window, random_crop=False)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
-    device = next(model.net.parameters()).device
+    device = model.device
     probs: list[np.ndarray] = []
     done = 0
     with torch.inference_mode():

@@ -21,10 +21,10 @@ from matplotlib.patches import Patch
 from models.labels import ASPECIFIC
 from models.metrics.patch import patch_metrics, patch_roc_curve
 from models.metrics.roc import ScoreHistogram
-from worker.engine.params import Progress, ProgressFn
 from worker.evaluation.metrics import RunSummary, best_runs, mosaic_dice
 from worker.evaluation.protocol import EvalResult
 from worker.io.colormap import HEATMAP_COLORMAP
+from worker.progress import Progress, ProgressFn
 
 COLOURS = {"cam": "tab:red", "scorecam": "tab:blue", "cam-dense": "tab:orange"}
 GROUND_TRUTH = {

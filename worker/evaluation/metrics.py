@@ -10,8 +10,8 @@ from models.metrics.bootstrap import BootstrapParams, BootstrapResult, bootstrap
 from models.metrics.dice import threshold_bins
 from models.metrics.pixel import PixelMetrics, pixel_metrics
 from models.metrics.roc import ScoreHistogram
-from worker.engine.params import Progress, ProgressFn
 from worker.evaluation.protocol import EvalResult, RunConfig
+from worker.progress import Progress, ProgressFn
 
 CAM_TITLES = {"cam": "CAM", "scorecam": "ScoreCAM"}
 

@@ -23,9 +23,9 @@ import numpy as np
 from models.errors import InvalidParameter
 from models.metrics.roc import DEFAULT_BINS, ScoreHistogram
 from worker.engine.dense_tiles import STRIDE as DENSE_STRIDE
-from worker.engine.params import CamMethod, Mode, Precision, SegmentParams
 from worker.evaluation.data import EvalSplit, PatchScores
 from worker.io.checkpoint import LoadedModel
+from worker.params import CamMethod, Mode, Precision, SegmentParams
 
 DEFAULT_STEPS = (25, 50, 100)
 DEFAULT_SIGMA_UNITS: tuple[float | None, ...] = (None, 1.0, 2.5, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0)

@@ -25,12 +25,12 @@ import numpy as np
 from models.metrics.dice import DICE_THRESHOLDS
 from models.metrics.patch import patch_metrics, patch_roc_curve
 from models.metrics.roc import ScoreHistogram
-from worker.engine.params import ProgressFn
 from worker.evaluation.defaults import CHOICE_SPLIT, choose_defaults
 from worker.evaluation.figures import write_figures
 from worker.evaluation.metrics import RunSummary, best_runs, mosaic_dice, run_label, summarise
 from worker.evaluation.protocol import EvalResult
 from worker.evaluation.tables import table2_markdown, write_per_mosaic_csv, write_table2_csv
+from worker.progress import ProgressFn
 
 
 def run_dict(summary: RunSummary, result: EvalResult) -> dict[str, Any]:

@@ -16,8 +16,8 @@ from models.errors import InvalidParameter
 from models.metrics.roc import mosaic_histogram
 from worker.datasets.annotated import MAX_PIXELS, AnnotatedMosaic, labels_for
 from worker.engine.device import default_batch_size
-from worker.engine.params import Progress, ProgressFn, RunOptions, SegmentParams
-from worker.engine.run import WindowStats
+from worker.engine.network_pass import WindowStats
+from worker.engine.options import RunOptions
 from worker.engine.windows import WindowGrid
 from worker.evaluation.data import EvalSplit, score_patches
 from worker.evaluation.protocol import (
@@ -34,6 +34,8 @@ from worker.evaluation.sweep import dense_sweep, output_stride, preview, sweep_h
 from worker.io.checkpoint import LoadedModel
 from worker.io.mosaic import open_mosaic, probe
 from worker.io.processing import processing_image
+from worker.params import SegmentParams
+from worker.progress import Progress, ProgressFn
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +55,7 @@ def evaluate(
     """Run the patch-level scoring and every pass of the sweep over the split's mosaics."""
     options = options or RunOptions()
     started = time.perf_counter()
-    device = next(model.net.parameters()).device
+    device = model.device
     stride = output_stride(model)
     passes = plan_passes(params, stride)
     result = EvalResult(
@@ -191,7 +193,7 @@ class _Sweep:
             return dense_sweep(
                 image, model, sigmas=spec.sigmas_px, precision=params.precision, stats=stats, progress=report
             )
-        device = next(model.net.parameters()).device
+        device = model.device
         seg = SegmentParams(
             step=spec.step,
             cam=spec.cam,

@@ -16,11 +16,13 @@ import numpy as np
 import torch
 
 from models.precision import PRECISIONS
+from worker.engine.accumulate import stitch_many
 from worker.engine.dense_tiles import DenseOptions, DenseWindows, cam_grid, pad_to_cells
-from worker.engine.params import Precision, ProgressFn, SegmentParams
-from worker.engine.run import WindowStats, run_windows, stitch_many
+from worker.engine.network_pass import WindowStats, run_windows
 from worker.engine.windows import WindowGrid
 from worker.io.checkpoint import LoadedModel
+from worker.params import Precision, SegmentParams
+from worker.progress import ProgressFn
 
 
 def output_stride(model: LoadedModel) -> int:
@@ -28,7 +30,7 @@ def output_stride(model: LoadedModel) -> int:
     info = getattr(model.net, "feature_info", None)
     if info:
         return int(info[-1]["reduction"])
-    device = next(model.net.parameters()).device
+    device = model.device
     size = model.card.window
     with torch.inference_mode():
         feats = model.net.forward_features(  # type: ignore[operator]
@@ -52,8 +54,8 @@ def sweep_heatmaps(
 ) -> list[np.ndarray]:
     """The heat map of every sigma from one pass over the windows (``params.sigma`` is ignored).
 
-    The engine's own stitcher (:func:`worker.engine.run.stitch_many`) takes every batch once for all sigmas,
-    so each heat map is what ``rcmseg segment`` gives for the same windows and sigma.
+    The engine's own stitcher (:func:`worker.engine.accumulate.stitch_many`) takes every batch once for all
+    sigmas, so each heat map is what ``rcmseg segment`` gives for the same windows and sigma.
     """
     batches = run_windows(
         image, model, grid=grid, params=params, batch_size=batch_size, stats=stats, progress=progress

@@ -32,6 +32,11 @@ class LoadedModel:
     compiled: Any = None
     """A ``worker.engine.compiled.CompiledCam`` when the worker compiled this network at start, else None."""
 
+    @property
+    def device(self) -> torch.device:
+        """Where the network's weights live (and so where its windows run)."""
+        return next(self.net.parameters()).device
+
 
 def load_model(model_dir: Path, device: torch.device | str = "cpu") -> LoadedModel:
     """Build the card's architecture and load its weights; mismatches are named, not tracebacks."""

@@ -30,10 +30,10 @@ from worker.contract import (
     REGIONS_GEOJSON,
     SUMMARY_FILE,
 )
-from worker.engine.params import Progress, ProgressFn
 from worker.io.mosaic import Mosaic
 from worker.io.pyramid import OVERLAP, TILE_SIZE, dzsave
 from worker.io.regions import regions_geojson
+from worker.progress import Progress, ProgressFn
 
 HISTOGRAM_BINS = 1000
 """Bins of ``heat_histogram.json``: areas are exact at thresholds on the 0.001 grid."""

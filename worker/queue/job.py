@@ -2,8 +2,8 @@
 
 The API enqueues ``worker.queue.job.run_segment_job`` by name with JSON keyword arguments (paths relative to
 the data folder, a zoo model name, the engine parameters, the Redis key that asks for cancellation). The
-worker process (``worker.queue.runner``) loads its models once and installs a ``WorkerRuntime`` here before it
-takes jobs; the job only looks models up.
+worker process (``worker.queue.worker_process``) loads its models once and installs a ``WorkerRuntime``
+here before it takes jobs; the job only looks models up.
 
 Job meta written while it runs: ``stage``, ``windows_done``, ``windows_total``, ``progress`` (0..1 over
 the stages), ``eta_s``, ``attempts``, and ``error`` ``{code, message}`` when it fails.
@@ -25,10 +25,12 @@ from rq.timeouts import JobTimeoutException
 
 from models.errors import RcmSegError
 from worker.contract import STAGE_SPAN, SUMMARY_FILE, ErrorCode, MetaKey, SegmentJobKwargs
-from worker.engine.params import Progress, RunOptions, SegmentParams
+from worker.engine.options import RunOptions
 from worker.errors import JobCanceled
 from worker.io.checkpoint import LoadedModel, load_model
 from worker.io.zoo import zoo_model
+from worker.params import SegmentParams
+from worker.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -62,18 +64,18 @@ class WorkerRuntime:
 
 
 _RUNTIME: ContextVar[WorkerRuntime | None] = ContextVar("rcmseg_worker_runtime", default=None)
-"""The runtime of the worker this code runs in, set by ``worker.queue.runner`` for as long as it works."""
+"""The runtime of the worker this code runs in, set by ``worker.queue.worker_process`` while it works."""
 
 
 def configure(runtime: WorkerRuntime | None) -> None:
-    """Install the worker's runtime (``worker.queue.runner`` does this once, before taking jobs)."""
+    """Install the worker's runtime (``worker.queue.worker_process`` does this once, before taking jobs)."""
     _RUNTIME.set(runtime)
 
 
 def current_runtime() -> WorkerRuntime:
     runtime = _RUNTIME.get()
     if runtime is None:
-        raise RuntimeError("no worker runtime: run jobs with `rcmseg worker` (worker.queue.runner)")
+        raise RuntimeError("no worker runtime: run jobs with `rcmseg worker` (worker.queue.worker_process)")
     return runtime
 
 

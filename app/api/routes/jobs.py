@@ -13,7 +13,8 @@ from app.api.services.identity import choose_model
 from app.storage import MosaicRecord
 from models.card import ModelCard
 from models.errors import InvalidParameter
-from worker.engine.params import SegmentParams, plan_for
+from worker.params import SegmentParams
+from worker.plan import plan_for
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 

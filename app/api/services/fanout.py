@@ -4,7 +4,7 @@ The merge job carries the job's public id and meta, so listing, reuse, result li
 any job; its meta's ``parts`` names the band jobs. Until the merge starts, the job's status and progress come
 from the bands: running once any band has started, windows done summed over the bands, failed (or
 canceled) when a band has failed with no retry left. Each band retries on its own when its worker dies;
-the bands already written are kept (see ``worker.queue.bands``).
+the bands already written are kept (see ``worker.queue.band_jobs``).
 """
 
 from __future__ import annotations

@@ -14,9 +14,9 @@ from pathlib import Path
 from app.api.errors import FieldError
 from models.card import ModelCard
 from models.errors import InvalidModel
-from worker.engine.params import SegmentParams
 from worker.io.files import cached_file_sha256, file_sha256
 from worker.io.zoo import CARD_FILE, WEIGHTS_FILE, read_card, zoo_model
+from worker.params import SegmentParams
 
 
 @dataclass(frozen=True)

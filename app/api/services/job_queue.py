@@ -40,7 +40,7 @@ from worker.contract import (
     SegmentJobKwargs,
     worker_ttl_s,
 )
-from worker.engine.params import SegmentParams
+from worker.params import SegmentParams
 
 log = logging.getLogger(__name__)
 

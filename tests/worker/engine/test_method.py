@@ -22,13 +22,14 @@ from models.errors import InvalidParameter
 from tests.conftest import REPO, make_model_dir
 from tests.worker.engine.test_pipeline import tissue
 from worker.datasets.phantom_files import write_image
-from worker.engine.params import SegmentParams, plan_mosaic
 from worker.engine.pipeline import segment_mosaic
 from worker.engine.stitch import WEIGHT_FLOOR, gaussian_weights
 from worker.engine.windows import WindowGrid
 from worker.io.checkpoint import load_model
 from worker.io.mosaic import probe
 from worker.io.resolution import recorded_pixel_size_um
+from worker.params import SegmentParams
+from worker.plan import plan_mosaic
 
 DEFAULTS = MethodDefaults(cam="cam", step=16, sigma_px=12.0, threshold=0.4)
 

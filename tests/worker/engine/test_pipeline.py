@@ -12,10 +12,11 @@ import pytest
 import pyvips
 import torch
 
-from worker.engine.params import Progress, SegmentParams
 from worker.engine.pipeline import segment_mosaic
 from worker.engine.windows import window_starts
 from worker.io.checkpoint import load_model
+from worker.params import SegmentParams
+from worker.progress import Progress
 
 DZI_NS = "{http://schemas.microsoft.com/deepzoom/2008}"
 
@@ -173,7 +174,7 @@ def test_existing_output_is_refused_and_left_alone(tmp_path: Path, tiny_model_di
 
 
 def test_disk_backed_run_equals_in_memory_run(tmp_path: Path, tiny_model_dir: Path) -> None:
-    from worker.engine.params import RunOptions
+    from worker.engine.options import RunOptions
     from worker.io import export
 
     src = tmp_path / "m.png"

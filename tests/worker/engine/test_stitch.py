@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from worker.engine.run import WindowBatch, stitch_windows
+from worker.engine.accumulate import stitch_windows
+from worker.engine.network_pass import WindowBatch
 from worker.engine.stitch import ArraySink, FileSink, StripStitcher, gaussian_weights
 from worker.engine.windows import WindowGrid
 

@@ -24,9 +24,8 @@ from tests.worker.engine.test_pipeline import tissue
 from worker.datasets.table import PatchTable, write_table
 from worker.engine.dense_tiles import dense_heatmap
 from worker.engine.device import default_batch_size
-from worker.engine.params import SegmentParams
+from worker.engine.network_pass import WindowStats
 from worker.engine.pipeline import segment_mosaic
-from worker.engine.run import WindowStats
 from worker.engine.windows import WindowGrid
 from worker.evaluation.data import load_split
 from worker.evaluation.protocol import EvalParams, plan_passes
@@ -34,6 +33,7 @@ from worker.evaluation.report import read_histograms
 from worker.evaluation.sweep import dense_sweep, output_stride, sweep_heatmaps
 from worker.io.checkpoint import load_model
 from worker.io.zoo import read_card
+from worker.params import SegmentParams
 
 SIDE = (520, 700)
 """Just taller than one 500 px weak-label patch; patch centres lie in x 250..450, y 250..270."""

@@ -20,9 +20,9 @@ import pyvips
 from PIL import Image
 
 import worker.io.export as export
-from worker.engine.params import Progress
 from worker.io.export import HISTOGRAM_BINS, heat_histogram, write_outputs, write_summary
 from worker.io.mosaic import Mosaic, open_mosaic
+from worker.progress import Progress
 
 WIDTH, HEIGHT, K = 600, 400, 4
 THRESHOLD = 0.5

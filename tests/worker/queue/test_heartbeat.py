@@ -14,7 +14,7 @@ from rq.job import JobStatus
 from rq.results import Result
 from rq.serializers import JSONSerializer
 
-from worker.queue.runner import MosaicWorker
+from worker.queue.worker_process import MosaicWorker
 
 HEARTBEAT_S = 2
 SILENT_S = 4 * HEARTBEAT_S

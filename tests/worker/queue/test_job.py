@@ -24,9 +24,9 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 import worker.io.checkpoint as checkpoint
-from worker.engine.params import RunOptions
+from worker.engine.options import RunOptions
 from worker.queue.job import WorkerRuntime, configure, run_segment_job
-from worker.queue.runner import MosaicWorker, WorkerConfig, run_worker
+from worker.queue.worker_process import MosaicWorker, WorkerConfig, run_worker
 
 HEARTBEAT_S = 5
 

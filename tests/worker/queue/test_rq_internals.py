@@ -1,6 +1,6 @@
 """The private parts of rq and timm that the code reaches inside, so an upgrade that moves them fails here.
 
-``worker/queue/runner.py`` extends heartbeats from inside a running job with rq's worker internals:
+``worker/queue/worker_process.py`` extends heartbeats from inside a running job with rq's worker internals:
 ``self.execution``, ``get_current_job()``, ``maintain_heartbeats(job, execution)`` and the
 ``get_heartbeat_ttl(job, working_time)`` hook it overrides. ``models/cam/dense.py`` hooks into timm's
 private ``SqueezeExcite`` (``timm.models._efficientnet_blocks``; ``timm.layers.SqueezeExcite`` is another
@@ -29,7 +29,7 @@ from timm.models._efficientnet_blocks import SqueezeExcite
 
 from models.cam.dense import windowed_squeeze_excite
 from models.network import create_network
-from worker.queue.runner import MosaicWorker
+from worker.queue.worker_process import MosaicWorker
 
 HEARTBEAT_S = 30
 JOB_TIMEOUT_S = 600

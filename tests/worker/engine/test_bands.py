@@ -7,11 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from worker.engine.params import RunOptions, SegmentParams
-from worker.engine.partial import bands_for, compute_band, merge_bands, plan_bands, write_band
+from worker.engine.bands import bands_for, compute_band, merge_bands, plan_bands, write_band
+from worker.engine.options import RunOptions
 from worker.engine.pipeline import heat_of
 from worker.engine.windows import WindowGrid
 from worker.io.checkpoint import load_model
+from worker.params import SegmentParams
 
 
 def test_bands_cover_every_window_row_once() -> None:

@@ -9,11 +9,12 @@ import pytest
 import torch
 
 from models.cam.classic import WindowMaps, cam_windows
+from worker.engine.accumulate import stitch_windows
 from worker.engine.compiled import compile_cam
-from worker.engine.params import SegmentParams
-from worker.engine.run import WindowStats, map_with_retry, run_windows, stitch_windows
+from worker.engine.network_pass import WindowStats, map_with_retry, run_windows
 from worker.engine.windows import WindowGrid
 from worker.io.checkpoint import LoadedModel, load_model
+from worker.params import SegmentParams
 
 
 class FitsUpTo:
@@ -93,7 +94,7 @@ def test_compiled_cam_equals_the_eager_pass(tmp_path: Path, tiny_model_dir: Path
 
 
 def test_workers_compile_on_cuda_only_unless_asked(tmp_path: Path, tiny_model_dir: Path) -> None:
-    from worker.queue.runner import WorkerConfig, compile_models
+    from worker.queue.worker_process import WorkerConfig, compile_models
 
     models = {tiny_model_dir: load_model(tiny_model_dir)}
     for choice in ("auto", "off"):

@@ -41,7 +41,7 @@ from rq.timeouts import JobTimeoutException
 
 from models.errors import RcmSegError
 from worker.contract import worker_ttl_s
-from worker.engine.params import RunOptions
+from worker.engine.options import RunOptions
 from worker.errors import JobCanceled
 from worker.io.zoo import list_models, resolve_model
 from worker.queue.job import WorkerRuntime, configure

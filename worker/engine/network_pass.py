@@ -1,8 +1,8 @@
-"""The two halves of an exact pass: windows through the network batch by batch, then Gaussian stitching.
+"""The first half of an exact pass: windows through the network batch by batch.
 
-``run_windows`` yields each batch's probabilities and normalised maps; ``stitch_windows`` (one sigma) and
-``stitch_many`` (several sigmas from one pass, the reuse a Table 2 sweep needs) accumulate them. The
-pipeline (:mod:`worker.engine.pipeline`) chains the two; an evaluation keeps the batches and restitches.
+``run_windows`` yields each batch's probabilities and normalised maps; :mod:`worker.engine.accumulate`
+stitches them. The pipeline (:mod:`worker.engine.pipeline`) chains the two; an evaluation keeps the batches
+and restitches.
 
 A CUDA out-of-memory during a batch is recovered where its cause is known: the batch is run again in halves
 (down to one window) and every later batch at the size that fitted; ``WindowStats`` records the retries and
@@ -14,24 +14,23 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from models.cam.classic import WindowMaps, cam_windows, normalise_input, upsample_maps
+from models.cam.classic import WindowMaps, cam_windows, normalise_input
 from models.cam.scorecam import ScoreCamParams
 from models.precision import PRECISIONS
-from worker.engine.params import CancelFn, Progress, ProgressFn, SegmentParams
-from worker.engine.scorecam import ScoreCamTally, scorecam_window_maps
+from worker.engine.scorecam_windows import ScoreCamTally, scorecam_window_maps
 from worker.engine.source import iter_pixel_batches, prefetch
-from worker.engine.stitch import ArraySink, StripStitcher, SumsSink, make_sink
 from worker.engine.windows import WindowGrid
 from worker.errors import JobCanceled
 from worker.io.checkpoint import LoadedModel
+from worker.params import SegmentParams
+from worker.progress import CancelFn, Progress, ProgressFn
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +62,7 @@ class WindowStats:
     oom_retries: int = 0
     compiled: bool = False
     parts: list[dict[str, Any]] | None = None
-    """The bands of a mosaic shared out over workers (:mod:`worker.engine.partial`), for the summary."""
+    """The bands of a mosaic shared out over workers (:mod:`worker.engine.bands`), for the summary."""
     seconds: dict[str, float] = field(
         default_factory=lambda: {"extract": 0.0, "h2d": 0.0, "network": 0.0, "stitch": 0.0}
     )
@@ -140,7 +139,7 @@ def run_windows(
     moved to the CPU (for keeping and restitching). ``map_fn`` replaces the network pass that ``params``
     choose (CAM, compiled CAM or ScoreCAM).
     """
-    device = next(model.net.parameters()).device
+    device = model.device
     card = model.card
     if map_fn is None:
         map_fn = _map_fn(model, params, stats)
@@ -179,81 +178,3 @@ def run_windows(
             rate = stats.done / elapsed if elapsed > 0 else 0.0
             eta = (stats.total - stats.done) / rate if rate > 0 else None
             progress(Progress("windows", stats.done, stats.total, eta))
-
-
-def stitch_many(
-    batches: Iterable[WindowBatch],
-    *,
-    grid: WindowGrid,
-    sigmas: Sequence[float | None],
-    budget_bytes: int,
-    workdir: Path,
-    stats: WindowStats | None = None,
-    device: torch.device | str = "cpu",
-    sums: SumsSink | None = None,
-) -> list[tuple[np.ndarray, int]]:
-    """Gaussian-weighted average of p x map over the grid for each sigma; each heatmap with its covered
-    pixel count. The memory budget is shared by the sigmas.
-
-    The rolling bands of accumulators live on ``device`` (the GPU when the network runs there), so maps
-    never leave the device before they are weighted and summed; only finished rows are copied back. Each
-    batch's maps are upsampled once, whatever the number of sigmas. With ``sums`` (one sigma only) the
-    finished rows go there undivided (:mod:`worker.engine.partial`) and the heatmap returned is empty.
-    """
-    if not sigmas:
-        raise ValueError("at least one sigma is needed")
-    if sums is not None and len(sigmas) != 1:
-        raise ValueError("weighted sums are kept for one sigma only")
-    share = max(1, budget_bytes // len(sigmas))
-    stitchers = [
-        StripStitcher(
-            height=grid.height,
-            width=grid.width,
-            window=grid.window,
-            sigma=sigma,
-            sink=make_sink(grid.height, grid.width, budget_bytes=share, workdir=workdir)
-            if sums is None
-            else ArraySink(0, grid.width),
-            device=device,
-            sums=sums,
-        )
-        for sigma in sigmas
-    ]
-    seconds = 0.0
-    for batch in batches:
-        t0 = time.perf_counter()
-        if len(batch.ys):
-            maps = upsample_maps(batch.maps.to(device, torch.float32), grid.window)
-            for stitcher in stitchers:
-                stitcher.add(maps, batch.prob, batch.ys, batch.xs)
-                stitcher.flush_until(int(batch.ys[-1]))
-        seconds += time.perf_counter() - t0
-    t0 = time.perf_counter()
-    heats = [(stitcher.finish(), stitcher.covered_pixels) for stitcher in stitchers]
-    seconds += time.perf_counter() - t0
-    if stats is not None:
-        stats.seconds["stitch"] += seconds
-    return heats
-
-
-def stitch_windows(
-    batches: Iterable[WindowBatch],
-    *,
-    grid: WindowGrid,
-    sigma: float | None,
-    budget_bytes: int,
-    workdir: Path,
-    stats: WindowStats | None = None,
-    device: torch.device | str = "cpu",
-) -> tuple[np.ndarray, int]:
-    """The heatmap of one sigma and its covered pixel count (:func:`stitch_many` with one sigma)."""
-    (result,) = stitch_many(
-        batches,
-        grid=grid,
-        sigmas=[sigma],
-        budget_bytes=budget_bytes,
-        workdir=workdir,
-        stats=stats,
-        device=device,
-    )
-    return result

@@ -32,13 +32,16 @@ import torch
 from models.cam.scorecam import ScoreCamCounts, ScoreCamParams
 from models.errors import InvalidParameter
 from models.precision import PRECISIONS
+from worker.engine.accumulate import stitch_many
 from worker.engine.dense_tiles import STRIDE, DenseOptions, DenseWindows, cam_grid, pad_to_cells
-from worker.engine.params import CancelFn, ProgressFn, RunOptions, SegmentParams
-from worker.engine.run import WindowStats, run_windows, stitch_many
-from worker.engine.scorecam import ScoreCamTally
+from worker.engine.network_pass import WindowStats, run_windows
+from worker.engine.options import RunOptions
+from worker.engine.scorecam_windows import ScoreCamTally
 from worker.engine.stitch import ArraySums, heat_from_sums
 from worker.engine.windows import WindowGrid
 from worker.io.checkpoint import LoadedModel
+from worker.params import SegmentParams
+from worker.progress import CancelFn, ProgressFn
 
 
 @dataclass(frozen=True)
@@ -120,7 +123,7 @@ def compute_band(
     """A band's arrays (``num``/``den`` of its rows, or dense ``cam`` cells) and its counts."""
     t0 = time.perf_counter()
     stats = WindowStats()
-    device = next(model.net.parameters()).device
+    device = model.device
     if params.mode == "dense":
         if params.cam != "cam":
             raise InvalidParameter("dense mode computes classic CAM only; use --mode exact for ScoreCAM")

@@ -2,7 +2,7 @@
 
 The API enqueues ``worker.contract.BAND_FUNCTION`` once per band and ``MERGE_FUNCTION`` depending on all
 of them (RQ ``depends_on``). Each band reads the mosaic, computes the windows of its rows and writes its
-weighted sums into the parts folder (:mod:`worker.engine.partial`); a band whose file is already there
+weighted sums into the parts folder (:mod:`worker.engine.bands`); a band whose file is already there
 (written before its worker died) is not computed again, so a retried band redoes only itself. The merge
 adds the sums, exports and writes the result as a one-worker job would, then removes the parts folder.
 
@@ -25,8 +25,9 @@ from rq.timeouts import JobTimeoutException
 
 from models.errors import RcmSegError
 from worker.contract import SUMMARY_FILE, BandJobKwargs, ErrorCode, MergeJobKwargs
-from worker.engine.params import Progress, SegmentParams
 from worker.errors import JobCanceled
+from worker.params import SegmentParams
+from worker.progress import Progress
 from worker.queue.job import JobReporter, MosaicGone, current_runtime
 
 log = logging.getLogger(__name__)
@@ -69,11 +70,11 @@ def _run(reporter: JobReporter, src: Path, data_dir: Path, work: Callable[[], No
 
 def run_band_job(**kwargs: Unpack[BandJobKwargs]) -> dict[str, Any]:
     """Compute band ``band`` of ``bands`` of ``<data>/source`` into ``<data>/parts_dir``."""
+    from worker.engine.bands import Band, band_done, bands_for, compute_band, write_band
     from worker.engine.device import default_batch_size
-    from worker.engine.params import plan_for
-    from worker.engine.partial import Band, band_done, bands_for, compute_band, write_band
     from worker.io.mosaic import open_mosaic
     from worker.io.processing import processing_image
+    from worker.plan import plan_for
 
     runtime, job = current_runtime(), _current_job()
     reporter = JobReporter(job, runtime, kwargs["cancel_key"])
@@ -101,7 +102,7 @@ def run_band_job(**kwargs: Unpack[BandJobKwargs]) -> dict[str, Any]:
         band = bands[index] if index < len(bands) else Band(index=index, y0=0, y1=0, first=0, end=0)
         if band.first == band.end:
             reporter.progress(Progress("windows", 0, 0))
-        device = next(model.net.parameters()).device
+        device = model.device
         arrays, counts = compute_band(
             image,
             model,
@@ -122,7 +123,7 @@ def run_band_job(**kwargs: Unpack[BandJobKwargs]) -> dict[str, Any]:
 
 def run_merge_job(**kwargs: Unpack[MergeJobKwargs]) -> dict[str, Any]:
     """Merge the bands in ``<data>/parts_dir`` and write the result into ``<data>/out_dir``."""
-    from worker.engine.partial import merge_bands
+    from worker.engine.bands import merge_bands
     from worker.engine.pipeline import segment_mosaic
 
     runtime, job = current_runtime(), _current_job()

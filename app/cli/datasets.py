@@ -1,4 +1,5 @@
-"""``rcmseg phantom``: write synthetic annotated RCM mosaics for training and demos."""
+"""``rcmseg phantom`` and ``rcmseg weak-labels``: the annotated mosaics a model is trained on, and the
+weakly labelled patch table drawn from them."""
 
 from __future__ import annotations
 
@@ -11,6 +12,12 @@ from models.labels import LABEL_CODES
 
 log = logging.getLogger(__name__)
 
+
+def register(sub: argparse._SubParsersAction) -> None:
+    register_phantom(sub)
+    register_weak_labels(sub)
+
+
 FIELD_PIXEL_SIZES = (2.0, 0.5)
 LEAST_SIDE_UM = 500
 MIN_SIDE_UM = 3500
@@ -19,7 +26,7 @@ MAX_SIDE_UM = 6000
 a quick try. The same numbers as ``models.phantom`` (not imported here, to keep ``rcmseg --help`` light)."""
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register_phantom(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "phantom",
         help="write synthetic RCM mosaics with pixel label maps and a manifest",
@@ -51,10 +58,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "2 um/px); --max-side-um 1000 alone makes 500 px mosaics in about a second each, for a quick try",
     )
     p.add_argument("--workers", type=int, default=1, help="processes rendering in parallel (default 1)")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run_phantom)
 
 
-def run(args: argparse.Namespace) -> int:
+def run_phantom(args: argparse.Namespace) -> int:
     logging.getLogger("pyvips").setLevel(logging.WARNING)
     from tqdm import tqdm
 
@@ -87,4 +94,55 @@ def run(args: argparse.Namespace) -> int:
     share = 100.0 * labelled / total
     unit = "mosaic" if len(rows) == 1 else "mosaics"
     log.info("%d %s in %s, %.1f %% of pixels labelled", len(rows), unit, args.out, share)
+    return 0
+
+
+def register_weak_labels(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "weak-labels",
+        help="draw weakly labelled 1 mm patches from annotated mosaics (the paper's recipe)",
+        description="Split patients 70/10/20 keeping class pixel shares alike, then draw random labelled "
+        "centre pixels per class; a 500 x 500 patch at 2 um/px centred there takes the centre's class. "
+        "Writes FILE (CSV: mosaic, patient, x, y, code, label, split) and FILE with .json (split record).",
+    )
+    p.add_argument("--mosaics", type=Path, required=True, help="folder of {id}.tif + {id}_labels.png/.nrrd")
+    p.add_argument("--out", type=Path, required=True, help="patch table to write (.csv)")
+    p.add_argument(
+        "--per-class",
+        type=int,
+        default=5000,
+        help="patches per benign class; aspecific gets five times as many (default 5000, as the paper)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="random seed of the split and the draws (default 0)")
+    p.add_argument(
+        "--pixel-size-um",
+        type=float,
+        default=None,
+        help="pixel size of mosaics not listed in a manifest.csv (VivaScope: 0.5)",
+    )
+    p.set_defaults(func=run_weak_labels)
+
+
+def run_weak_labels(args: argparse.Namespace) -> int:
+    logging.getLogger("pyvips").setLevel(logging.WARNING)
+    from tqdm import tqdm
+
+    from worker.datasets.annotated import find_mosaics
+    from worker.datasets.table import build_table, table_counts, write_table
+
+    if args.out.suffix.lower() != ".csv":
+        raise InvalidParameter(f"--out must name a .csv file, got {args.out}")
+    if args.pixel_size_um is not None and not args.pixel_size_um > 0:
+        raise InvalidParameter(f"--pixel-size-um must be > 0, got {args.pixel_size_um}")
+    mosaics = find_mosaics(args.mosaics, pixel_size_um=args.pixel_size_um)
+    # disable=None: no bar when stderr is not a terminal
+    with tqdm(total=2 * len(mosaics), unit="mosaic", desc="weak-labels", disable=None) as bar:
+        table = build_table(
+            mosaics, per_class=args.per_class, seed=args.seed, on_mosaic=lambda _n: bar.update()
+        )
+    write_table(args.out, table)
+    for split, counts in sorted(table_counts(table).items()):
+        log.info("%s: %d patches %s", split, sum(counts.values()), counts)
+    unit = "mosaic" if len(mosaics) == 1 else "mosaics"
+    log.info("wrote %d patches from %d %s to %s", len(table), len(mosaics), unit, args.out)
     return 0

@@ -1,9 +1,9 @@
-"""Option bundles and progress reports of the mosaic engine. Imports no torch."""
+"""The method's parameters: everything that changes what the engine computes. Imports no torch."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal, Protocol
 
@@ -11,12 +11,7 @@ from models.errors import InvalidParameter
 
 CamMethod = Literal["cam", "scorecam"]
 Precision = Literal["fp32", "bf16", "fp16"]
-DeviceChoice = Literal["auto", "cpu", "cuda"]
 Mode = Literal["exact", "dense"]
-
-DEFAULT_INPUT_PIXEL_SIZE_UM = 0.5
-"""VivaScope 1500/3000 mosaics are about 0.5 um/px."""
-
 
 METHOD_FIELDS = ("cam", "step", "sigma", "threshold")
 """The fields whose value, when a request does not give it, is the model card's default."""
@@ -126,116 +121,3 @@ class MethodDefaults(Protocol):
     """The model card's defaults of its method (``models.card.MethodDefaults``)."""
 
     def value_of(self, name: str) -> Any: ...
-
-
-class MosaicSize(Protocol):
-    """A mosaic's header as far as a plan needs it (``worker.io.mosaic.MosaicHeader``, a stored record)."""
-
-    @property
-    def width(self) -> int: ...
-    @property
-    def height(self) -> int: ...
-    @property
-    def pixel_size_um(self) -> float | None: ...
-
-
-class ModelGeometry(Protocol):
-    """A model card as far as a plan needs it (``models.card.ModelCard``)."""
-
-    @property
-    def window(self) -> int: ...
-    @property
-    def pixel_size_um(self) -> float: ...
-
-
-PixelSizeSource = Literal["request", "file", "assumed"]
-
-
-@dataclass(frozen=True, kw_only=True)
-class Plan:
-    """What a mosaic of a given size becomes under some parameters, checked before any pixel is read."""
-
-    input_pixel_size_um: float
-    pixel_size_source: PixelSizeSource
-    downsample: int
-    width: int
-    height: int
-    """The processing image's size."""
-
-
-def plan_mosaic(
-    params: SegmentParams,
-    *,
-    width: int,
-    height: int,
-    file_pixel_size_um: float | None,
-    window: int,
-    model_pixel_size_um: float,
-) -> Plan:
-    """The one validation of a run that every entry point shares (command line, API, engine): the step fits
-    the window, the downsample factor derived from the pixel sizes is within bounds, and the mosaic has at
-    least one pixel at processing resolution (so at least one window)."""
-    if params.step > window:
-        raise InvalidParameter(f"step must be at most the model's window ({window} px), got {params.step}")
-    source: PixelSizeSource
-    if params.pixel_size_um is not None:
-        size, source = params.pixel_size_um, "request"
-    elif file_pixel_size_um is not None:
-        size, source = file_pixel_size_um, "file"
-    else:
-        size, source = DEFAULT_INPUT_PIXEL_SIZE_UM, "assumed"
-    if params.downsample is not None:
-        factor = params.downsample
-    else:
-        ratio = model_pixel_size_um / size
-        if not ratio <= MAX_DOWNSAMPLE + 0.5:
-            raise InvalidParameter(
-                f"pixel_size_um {size:.4g} um/px needs a downsample factor above {MAX_DOWNSAMPLE} to reach "
-                f"the model's {model_pixel_size_um:g} um/px"
-            )
-        factor = max(1, round(ratio))
-    w, h = width // factor, height // factor
-    if w < 1 or h < 1:
-        raise InvalidParameter(
-            f"the mosaic ({width} x {height} px) is smaller than one processing pixel at downsample factor "
-            f"{factor}, so no {window} px window fits; give a smaller downsample or pixel size",
-            field="mosaic",
-        )
-    return Plan(input_pixel_size_um=size, pixel_size_source=source, downsample=factor, width=w, height=h)
-
-
-@dataclass(frozen=True, kw_only=True)
-class RunOptions:
-    """How (not what) the engine computes: device placement, batch and memory budget."""
-
-    device: DeviceChoice = "auto"
-    batch_size: int | None = None
-    memory_budget_bytes: int = 128 * 1024**2
-    max_pixels: int = 2 * 12000 * 12000
-    workdir: str | None = None
-
-
-@dataclass(frozen=True)
-class Progress:
-    """One progress report: the stage, the units done of the total and an ETA when known."""
-
-    stage: str
-    done: int
-    total: int
-    eta_s: float | None = None
-
-
-ProgressFn = Callable[[Progress], None]
-CancelFn = Callable[[], bool]
-
-
-def plan_for(params: SegmentParams, mosaic: MosaicSize, card: ModelGeometry) -> Plan:
-    """``plan_mosaic`` for a mosaic header and a model card."""
-    return plan_mosaic(
-        params,
-        width=mosaic.width,
-        height=mosaic.height,
-        file_pixel_size_um=mosaic.pixel_size_um,
-        window=card.window,
-        model_pixel_size_um=card.pixel_size_um,
-    )
