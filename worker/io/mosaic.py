@@ -36,6 +36,7 @@ LOADERS = {"tiffload": "tiff", "pngload": "png", "jpegload": "jpeg"}
 BIT_DEPTHS = {"uchar": 8, "ushort": 16}
 TILE_NAME = re.compile(r"^v\d{7}\.bmp$", re.IGNORECASE)
 LUMA = [0.2126, 0.7152, 0.0722]
+TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,11 @@ def _is_bmp(path: Path) -> bool:
         return fh.read(2) == b"BM"
 
 
+def _is_tiff(path: Path) -> bool:
+    with path.open("rb") as fh:
+        return fh.read(4) in TIFF_SIGNATURES
+
+
 def _vips_open(path: Path, *, sequential: bool = True) -> pyvips.Image:
     try:
         img = pyvips.Image.new_from_file(
@@ -99,6 +105,11 @@ def _vips_open(path: Path, *, sequential: bool = True) -> pyvips.Image:
     except pyvips.Error as exc:
         reason = str(exc).strip().splitlines()
         if any("not a known file format" in line for line in reason):
+            if _is_tiff(path):
+                # libvips names a TIFF cut short before its image directory "not a known file format".
+                raise UnreadableMosaic(
+                    f"{path}: TIFF file is damaged or truncated (its image directory is missing)"
+                ) from None
             raise UnreadableMosaic(f"{path}: not an image in a supported format") from None
         raise UnreadableMosaic(f"{path}: cannot read header ({reason[-1] if reason else exc})") from None
     loader = str(img.get("vips-loader"))
