@@ -41,7 +41,9 @@ def pillow_tiff(path: Path) -> Path:
     ],
 )
 @pytest.mark.parametrize("kept", [0.1, 0.5, 0.9])
-def test_a_truncated_tiff_says_damaged_or_truncated(tmp_path: Path, layout: str, write: Callable[[Path], Path], kept: float) -> None:
+def test_a_truncated_tiff_says_damaged_or_truncated(
+    tmp_path: Path, layout: str, write: Callable[[Path], Path], kept: float
+) -> None:
     whole = write(tmp_path / "whole.tif")
     cut = tmp_path / "cut.tif"
     cut.write_bytes(whole.read_bytes()[: int(whole.stat().st_size * kept)])
