@@ -11,6 +11,7 @@ import contextlib
 import logging
 import sys
 from collections.abc import Callable, Iterator
+from http import HTTPStatus
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -113,7 +114,7 @@ class Bars:
 def run(args: argparse.Namespace) -> int:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from app.client import Batch, JobRequest, RcmsegClient, find_inputs
+    from app.client import Batch, JobRequest, RcmsegClient, ServiceError, find_inputs
 
     if not args.verbose:  # httpx logs every request at INFO
         logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -123,9 +124,13 @@ def run(args: argparse.Namespace) -> int:
     token = read_token(args.token_file)
     request = JobRequest(model=args.model, step=args.step, sigma=args.sigma)
     with RcmsegClient(args.server, token) as client, logging_redirect_tqdm():
-        outcomes = Batch(client, out=args.out, request=request, progress=Bars(), poll_s=args.poll_s).run(
-            sources
-        )
+        batch = Batch(client, out=args.out, request=request, progress=Bars(), poll_s=args.poll_s)
+        try:
+            outcomes = batch.run(sources)
+        except ServiceError as exc:
+            if exc.status == HTTPStatus.UNAUTHORIZED:  # say which server: a token of another one is common
+                raise ServiceError(exc.code, f"{exc.message} for {args.server}", exc.status) from None
+            raise
     print(table(outcomes))
     return 1 if any(o.state == "failed" for o in outcomes) else 0
 

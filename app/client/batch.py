@@ -119,8 +119,8 @@ class Batch:
         self._known: dict[str, Mosaic] | None = None
 
     def run(self, sources: Sequence[Path]) -> list[Outcome]:
-        """Every file through the service; one outcome per file, in the order given."""
-        self.out.mkdir(parents=True, exist_ok=True)
+        """Every file through the service; one outcome per file, in the order given. The output folder is
+        made at the first download, so a batch the service refuses at once leaves nothing behind."""
         outcomes = [Outcome(mosaic_name(s), s, self.out / mosaic_name(s)) for s in sources]
         for outcome in outcomes:
             self._start(outcome)
@@ -152,7 +152,7 @@ class Batch:
             )
             outcome.job_id, outcome.reused = outcome.job.id, outcome.job.reused
         except ServiceError as exc:
-            outcome.fail(exc.code, exc.message)
+            outcome.fail(exc.code, without_name(exc.message, outcome.source.name))
         except OSError as exc:
             outcome.fail("unreadable_file", f"cannot read the file: {exc.strerror or exc}")
 
@@ -230,6 +230,7 @@ class Batch:
 
     def _download(self, outcome: Outcome, job: Job) -> None:
         """The result's files into a temporary folder, the record last, then swapped into place whole."""
+        self.out.mkdir(parents=True, exist_ok=True)
         tmp = self.out / f".{outcome.name}.partial-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         try:
@@ -250,6 +251,12 @@ class Batch:
             shutil.rmtree(tmp, ignore_errors=True)
         outcome.state = "downloaded"
         outcome.summary = read_summary(outcome.folder)
+
+
+def without_name(message: str, name: str) -> str:
+    """The service's message about an upload without the file name it starts with (the outcome names the
+    file already)."""
+    return message.removeprefix(f"{name}: ")
 
 
 def _jobs_done(outcome: Outcome) -> float:

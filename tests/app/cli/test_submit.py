@@ -68,7 +68,9 @@ def test_three_files_one_bad_then_a_rerun_that_downloads_nothing(
             "/v1/mosaics", files={"file": ("truncated.png", (batch / "truncated.png").read_bytes())}
         )
     assert refused.status_code == 422
-    message = refused.json()["message"].split(" (")[0]  # libvips's detail in brackets may vary
+    said = refused.json()["message"].split(" (")[0]  # libvips's detail in brackets may vary
+    assert said.startswith("truncated.png: ")
+    message = said.removeprefix("truncated.png: ")
 
     done = submit(service, token_file, batch, "--out", out)
     assert done.returncode == 1, done.stderr
@@ -76,6 +78,8 @@ def test_three_files_one_bad_then_a_rerun_that_downloads_nothing(
     assert "downloaded" in table["first.png"] and "downloaded" in table["second.png"]
     assert "failed (unreadable_mosaic)" in table["truncated.png"] and message in table["truncated.png"]
     assert f"truncated.png: {message}" in done.stderr  # also said as it happened
+    assert table["truncated.png"].count("truncated.png") == 1  # the file named once, in its column
+    assert done.stderr.count("truncated.png") == 1
     assert done.stdout.splitlines()[-1] == "2 of 3 mosaics with a result"  # the label map left out
     assert "HTTP Request" not in done.stderr  # httpx's request log is for --verbose
 
@@ -137,8 +141,9 @@ def test_options_reach_the_job_and_errors_of_the_service_are_its_own(
     assert said.status_code == 401
     assert (
         refused.returncode == 2
-        and refused.stderr.strip() == f"rcmseg submit: error: {said.json()['message']}"
+        and refused.stderr.strip() == f"rcmseg submit: error: {said.json()['message']} for {service.url}"
     )
+    assert not (tmp_path / "other").exists()  # stopped before the first upload: nothing created
 
     away = submit(
         service,
@@ -150,6 +155,7 @@ def test_options_reach_the_job_and_errors_of_the_service_are_its_own(
         "http://127.0.0.1:9",
     )
     assert away.returncode == 2 and "cannot reach http://127.0.0.1:9" in away.stderr
+    assert not (tmp_path / "other").exists()
 
     missing = submit(service, tmp_path / "no-such-file", batch, "--out", out)
     assert missing.returncode == 2 and "cannot read the token file" in missing.stderr
