@@ -14,6 +14,7 @@ from fastapi.responses import FileResponse
 
 from app.api.deps import OwnerDep, StorageDep
 from app.api.errors import NotFound, error_responses
+from app.api.paths import INDEX
 from worker.contract import MOSAIC_FORMAT, MOSAIC_LAYER
 
 router = APIRouter(prefix="/v1/mosaics/{mosaic_id}/dzi", tags=["mosaics"])
@@ -53,7 +54,7 @@ def get_mosaic_dzi(mosaic_id: str, owner: OwnerDep, storage: StorageDep) -> File
 
 
 @router.get(
-    f"/{MOSAIC_LAYER}_files/{{level:int}}/{{col:int}}_{{row:int}}.{MOSAIC_FORMAT}",
+    f"/{MOSAIC_LAYER}_files/{{level:{INDEX}}}/{{col:{INDEX}}}_{{row:{INDEX}}}.{MOSAIC_FORMAT}",
     response_class=FileResponse,
     responses=error_responses(
         401, 404, also={200: {"description": "A JPEG tile.", "content": {"image/jpeg": {}}}}

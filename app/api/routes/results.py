@@ -23,6 +23,7 @@ from rq.job import Job
 
 from app.api.deps import OwnerDep, QueueDep, StorageDep
 from app.api.errors import FieldError, NotFound, error_responses
+from app.api.paths import INDEX
 from app.api.services import tiles
 from app.api.services.pyramids import Pyramids
 from worker.contract import HEAT_LAYER, LAYERS, MOSAIC_LAYER, RESULT_FILES, SUMMARY_FILE, MetaKey
@@ -122,7 +123,7 @@ def get_dzi(job_id: str, layer: str, owner: OwnerDep, jobs: QueueDep, storage: S
 
 
 @router.get(
-    "/dzi/{layer}_files/{level:int}/{col:int}_{row:int}.{ext}",
+    f"/dzi/{{layer}}_files/{{level:{INDEX}}}/{{col:{INDEX}}}_{{row:{INDEX}}}.{{ext}}",
     response_model=None,
     responses=error_responses(401, 404, 422, also={**FILE_RESPONSE, 304: {"description": "Not modified."}}),
     summary="One Deep Zoom tile; heatmap and mask tiles coloured as the query says",
