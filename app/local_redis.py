@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import secrets
 import shutil
@@ -13,6 +14,9 @@ import time
 from pathlib import Path
 
 from models.errors import RcmSegError
+
+PR_SET_PDEATHSIG = 1
+"""Linux ``prctl`` option: the signal a process gets when its parent dies."""
 
 
 class ServeError(RcmSegError, RuntimeError):
@@ -63,14 +67,22 @@ class PrivateRedis:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            preexec_fn=_private_umask,
+            # Its own process group: Ctrl-C reaches serve, the API and the workers, and serve stops Redis
+            # after the workers, so no worker finds Redis gone while it shuts down.
+            start_new_session=True,
+            preexec_fn=_private_child,
         )  # fmt: skip
         _wait_for_redis(self.url, proc)
         return proc
 
 
-def _private_umask() -> None:
+def _private_child() -> None:
+    """In the Redis child before it runs: files readable by this user only, and (on Linux) a SIGTERM when
+    ``serve`` dies without stopping it, since Ctrl-C no longer reaches its process group."""
     os.umask(0o077)
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _owner_only(folder: Path) -> None:

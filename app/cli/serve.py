@@ -49,7 +49,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "serve",
         help="run API, workers and (if REDIS_URL is unset) a private Redis on this machine",
-        description=__doc__.splitlines()[0] if __doc__ else None,
+        description="The whole service on one machine, the embedded default (make serve): a private Redis "
+        "when REDIS_URL is unset, the workers and the HTTP API, each started again when it dies. Ctrl-C "
+        "stops the API and the workers, then Redis. In production run rcmseg api and rcmseg worker against "
+        "a shared Redis instead.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address the API listens on (default 127.0.0.1)")
     parser.add_argument("--port", type=positive_int, default=8000, help="API port (default 8000)")
@@ -211,6 +214,8 @@ class Supervisor:
             time.sleep(WATCH_INTERVAL_S)
 
     def stop(self) -> None:
+        """The API and the workers first, Redis (in a process group of its own, untouched by Ctrl-C) once
+        they have exited, so that no worker finds Redis gone while it shuts down."""
         for part in self.parts:  # ask everyone first, then wait, Redis last
             if part is not self.parts[0] or self.redis_server is None:
                 with contextlib.suppress(OSError):

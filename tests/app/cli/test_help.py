@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -99,3 +100,15 @@ def test_every_progress_bar_of_the_command_line_turns_off_on_a_pipe() -> None:
                 calls.append((path.relative_to(REPO), node.lineno, {k.arg for k in node.keywords}))
     assert len(calls) >= 6
     assert [(str(p), line) for p, line, keywords in calls if "disable" not in keywords] == []
+
+
+REST_MARKUP = re.compile(r"``|`[^`\s][^`]*`_?|:(?:mod|func|class|meth|attr|data|obj|ref|doc):")
+"""reST a docstring may hold and a terminal would show raw: literals, roles, interpreted text."""
+
+
+def test_every_help_is_plain_text() -> None:
+    pages = {"rcmseg": build_parser().format_help()}
+    pages.update({f"rcmseg {name}": sub.format_help() for name, sub in subcommands().items()})
+    assert len(pages) > 10
+    marked = {name: REST_MARKUP.findall(text) for name, text in pages.items()}
+    assert {name: found for name, found in marked.items() if found} == {}

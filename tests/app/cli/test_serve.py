@@ -34,6 +34,7 @@ class Serve:
             stdout=subprocess.PIPE,
             stderr=log.open("ab"),
             text=True,
+            start_new_session=True,  # a process group of its own, as a terminal gives it: Ctrl-C reaches all
         )
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -56,6 +57,11 @@ class Serve:
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         self.proc.send_signal(sig)
+        return self.proc.wait(timeout=60)
+
+    def ctrl_c(self) -> int:
+        """SIGINT to the whole process group, as Ctrl-C in a terminal sends it."""
+        os.killpg(self.proc.pid, signal.SIGINT)
         return self.proc.wait(timeout=60)
 
     def child(self, command: str) -> int:
@@ -214,3 +220,28 @@ def test_a_part_that_keeps_dying_stops_serve_with_one_line_naming_it(
     message = str(failed.value)
     assert message.startswith("the private Redis keeps failing (exited with code 1;")
     assert "\n" not in message and message.endswith("see <data>/redis/redis.log")
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_workers_before_redis(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """Ctrl-C reaches serve, the API and the workers but not the private Redis (its own process group),
+    which serve stops last: no worker logs that it lost Redis on the way out."""
+    env = serve_env(tiny_model_dir, tmp_path)
+    log = tmp_path / "serve.log"
+    serve = Serve(env, free_port(), log)
+    try:
+        url, token = serve.announced()
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=10) as client:
+            wait_for(lambda: client.get("/readyz").json()["workers"] == 1, timeout=60, what="one live worker")
+        redis_pid = serve.child("redis-server")
+        assert os.getpgid(redis_pid) != os.getpgid(serve.proc.pid)
+    finally:
+        code = serve.ctrl_c()
+    assert code == 0
+    records = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    assert [r for r in records if r["level"] in ("error", "critical")] == []
+    assert not [r["msg"] for r in records if "Redis" in r["msg"] and r["level"] == "warning"]
+    redis_log = (Path(env["RCMSEG_DATA_DIR"]) / "redis" / "redis.log").read_text()
+    assert "Received SIGTERM" in redis_log and "SIGINT" not in redis_log  # stopped by serve, not by Ctrl-C
+    with pytest.raises(ProcessLookupError):
+        os.kill(redis_pid, 0)
