@@ -6,6 +6,10 @@ intervals; ``report.json``, ``table2.csv``/``table2.md`` (the paper's Table 2), 
 panels into ``--out``. With ``--choose-defaults`` the report names the row the method defaults come from
 (:mod:`worker.evaluation.defaults`); ``--write-defaults`` writes them into the model's card, from the
 validation split only.
+
+Each mosaic's results are kept in ``--out``/work as they finish; the same command run again resumes a stopped
+evaluation, computing only what is missing or what a changed parameter touches
+(:mod:`worker.evaluation.resume`).
 """
 
 from __future__ import annotations
@@ -138,7 +142,12 @@ def _file_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bins", type=positive_int, default=10_000, help="score histogram bins (default 10000)")
     p.add_argument("--no-panels", action="store_true", help="skip the per-mosaic figures")
     p.add_argument("--no-histograms", action="store_true", help="skip histograms.npz")
-    p.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into a non-empty output folder (a folder of an earlier evaluation is resumed without it: "
+        "each finished mosaic's results are kept in its work/ folder and reused while their inputs match)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -188,6 +197,7 @@ def run(args: argparse.Namespace) -> int:
             options=RunOptions(device=args.device, batch_size=args.batch_size),
             patch_cache=cache,
             progress=show,
+            keep_in=args.out,
         )
         report = write_report(
             args.out,
@@ -206,9 +216,18 @@ def run(args: argparse.Namespace) -> int:
 def check_options(args: argparse.Namespace) -> None:
     """What can be refused before any file is read."""
     from worker.evaluation.defaults import CHOICE_SPLIT
+    from worker.evaluation.resume import is_evaluation_folder
 
-    if args.out.exists() and any(args.out.iterdir()) and not args.overwrite:
-        raise InvalidParameter(f"{args.out}: output folder is not empty (use --overwrite)")
+    if (
+        args.out.exists()
+        and any(args.out.iterdir())
+        and not args.overwrite
+        and not is_evaluation_folder(args.out)
+    ):
+        raise InvalidParameter(
+            f"{args.out}: output folder is not empty and holds no earlier evaluation to resume "
+            "(use --overwrite)"
+        )
     if args.bins % 50:
         raise InvalidParameter(f"bins must be a multiple of 50 (Dice thresholds 0.02 apart), got {args.bins}")
     if args.write_defaults and args.split != CHOICE_SPLIT:

@@ -174,6 +174,8 @@ class EvalResult:
     panels: dict[str, Panels] = field(default_factory=dict)
     label_previews: dict[str, np.ndarray] = field(default_factory=dict)
     seconds: float = 0.0
+    reused: list[str] = field(default_factory=list)
+    """Results a previous run into the same folder had kept (``pass/mosaic`` names, ``patches``)."""
 
     @property
     def configs(self) -> list[RunConfig]:

@@ -29,6 +29,7 @@ from worker.evaluation.defaults import CHOICE_SPLIT, choose_defaults
 from worker.evaluation.figures import write_figures
 from worker.evaluation.metrics import RunSummary, best_runs, mosaic_dice, run_label, summarise
 from worker.evaluation.protocol import EvalResult
+from worker.evaluation.resume import write_atomic
 from worker.evaluation.tables import table2_markdown, write_per_mosaic_csv, write_table2_csv
 from worker.progress import ProgressFn
 
@@ -107,6 +108,7 @@ def timing_dict(result: EvalResult) -> dict[str, Any]:
     return {
         "total_s": round(result.seconds, 3),
         "device": result.device,
+        "reused": list(result.reused),
         "per_pass": per_pass,
         "passes": [vars(r) for r in result.records],
     }
@@ -250,5 +252,6 @@ def write_report(
     write_per_mosaic_csv(out / "per_mosaic.csv", result, summaries)
     if histograms:
         write_histograms(out / "histograms.npz", result)
-    (out / "report.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    # last and whole: a report.json in the folder means the evaluation finished
+    write_atomic(out / "report.json", (json.dumps(report, indent=1) + "\n").encode())
     return report

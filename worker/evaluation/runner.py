@@ -1,5 +1,9 @@
 """Running the protocol's plan (:mod:`worker.evaluation.protocol`): patch-level scoring, then every pass over
-the split's mosaics, each mosaic's heat maps reduced to score histograms as soon as they are made."""
+the split's mosaics, each mosaic's heat maps reduced to score histograms as soon as they are made.
+
+Given an output folder, every finished mosaic's results are kept there at once and a rerun reuses those
+whose fingerprint still matches (:mod:`worker.evaluation.resume`), so a stopped evaluation resumes.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import logging
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +23,7 @@ from worker.engine.device import default_batch_size
 from worker.engine.network_pass import WindowStats
 from worker.engine.options import RunOptions
 from worker.engine.windows import WindowGrid
-from worker.evaluation.data import EvalSplit, score_patches
+from worker.evaluation.data import EvalSplit, PatchScores, score_patches
 from worker.evaluation.protocol import (
     PREVIEW_SIDE,
     EvalParams,
@@ -30,6 +34,7 @@ from worker.evaluation.protocol import (
     plan_passes,
     pooled_score,
 )
+from worker.evaluation.resume import KeptPass, ResultStore
 from worker.evaluation.sweep import dense_sweep, output_stride, preview, sweep_heatmaps
 from worker.io.checkpoint import LoadedModel
 from worker.io.mosaic import open_mosaic, probe
@@ -51,13 +56,19 @@ def evaluate(
     options: RunOptions | None = None,
     patch_cache: Path | None = None,
     progress: ProgressFn | None = None,
+    keep_in: Path | None = None,
 ) -> EvalResult:
-    """Run the patch-level scoring and every pass of the sweep over the split's mosaics."""
+    """Run the patch-level scoring and every pass of the sweep over the split's mosaics.
+
+    ``keep_in``: the output folder; each finished result is kept there and results kept by an earlier
+    run for the same inputs are reused instead of computed.
+    """
     options = options or RunOptions()
     started = time.perf_counter()
     device = model.device
     stride = output_stride(model)
     passes = plan_passes(params, stride)
+    store = None if keep_in is None else ResultStore(keep_in, model, params)
     result = EvalResult(
         params=params,
         split=split,
@@ -68,19 +79,16 @@ def evaluate(
         histograms={c.key: [] for p in passes for c in p.configs},
     )
     if split.patches is not None and len(split.patches):
-        result.patches = score_patches(
-            split.patches,
-            model,
-            cache_dir=patch_cache or Path(tempfile.mkdtemp(prefix="rcmseg-patches-", dir=options.workdir)),
-            precision=params.precision,
-            batch_size=options.batch_size or default_batch_size(device, model.card.window),
-            progress=progress,
-        )
+        result.patches = _patch_scores(split, model, params, options, patch_cache, store, progress)
 
     scratch = Path(tempfile.mkdtemp(prefix="rcmseg-eval-", dir=options.workdir))
     try:
         cache = _MosaicCache(options.memory_budget_bytes, scratch, model.card.pixel_size_um)
-        sweep = _Sweep(result, cache, options, scratch, progress, total=_total_windows(split, passes, model))
+        total, kept = _windows_to_run(split, passes, model, store)
+        if kept:
+            log.info("resuming: %d of %d mosaic passes were kept by an earlier run", kept,
+                     len(passes) * len(split.mosaics))  # fmt: skip
+        sweep = _Sweep(result, cache, options, scratch, progress, store, total=total)
         for spec in passes:
             _keep_best_panels(spec, result, sweep.run_pass(spec))
         if params.panels:
@@ -90,7 +98,38 @@ def evaluate(
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     result.seconds = time.perf_counter() - started
+    if store is not None:
+        result.reused = list(store.reused)
     return result
+
+
+def _patch_scores(
+    split: EvalSplit,
+    model: LoadedModel,
+    params: EvalParams,
+    options: RunOptions,
+    patch_cache: Path | None,
+    store: ResultStore | None,
+    progress: ProgressFn | None,
+) -> PatchScores:
+    """The split's patch probabilities: kept ones when the store has them, else computed (and kept)."""
+    table = split.patches
+    if table is None:
+        raise InvalidParameter("the split has no patch table")
+    kept = None if store is None else store.load_patches(table)
+    if kept is not None:
+        return PatchScores(table=table, prob=kept[0], seconds=kept[1])
+    scores = score_patches(
+        table,
+        model,
+        cache_dir=patch_cache or Path(tempfile.mkdtemp(prefix="rcmseg-patches-", dir=options.workdir)),
+        precision=params.precision,
+        batch_size=options.batch_size or default_batch_size(model.device, model.card.window),
+        progress=progress,
+    )
+    if store is not None:
+        store.save_patches(table, scores.prob, scores.seconds)
+    return scores
 
 
 class _MosaicCache:
@@ -119,64 +158,97 @@ class _MosaicCache:
         return image, labels
 
 
-def _total_windows(split: EvalSplit, passes: list[PassSpec], model: LoadedModel) -> int:
-    """Windows of every pass over every mosaic, from the headers (for the progress bar)."""
-    total = 0
+def _windows_to_run(
+    split: EvalSplit, passes: list[PassSpec], model: LoadedModel, store: ResultStore | None
+) -> tuple[int, int]:
+    """Windows still to run over every pass and mosaic, from the headers (for the progress bar), and the
+    number of (pass, mosaic) results already kept."""
+    total = kept = 0
     for mosaic in split.mosaics:
         header = probe(mosaic.image, max_pixels=MAX_PIXELS)
         k = mosaic.downsample(model.card.pixel_size_um)
         for spec in passes:
+            if store is not None and store.has_pass(spec, mosaic):
+                kept += 1
+                continue
             total += WindowGrid(
                 height=header.height // k, width=header.width // k, window=model.card.window, step=spec.step
             ).count
-    return total
+    return total, kept
 
 
 @dataclass
 class _Sweep:
-    """The passes of one evaluation, run one after the other; ``done`` counts windows for the progress bar."""
+    """The passes of one evaluation, run one after the other; ``done`` counts the windows run so far (kept
+    results not included) for the progress bar and the estimate of the time left."""
 
     result: EvalResult
     cache: _MosaicCache
     options: RunOptions
     scratch: Path
     progress: ProgressFn | None
+    store: ResultStore | None
     total: int
     done: int = 0
+    started: float = field(default_factory=time.perf_counter)
 
     def run_pass(self, spec: PassSpec) -> Previews:
         """One (method, step) pass over every mosaic: a histogram per sigma and mosaic, and the previews."""
         params, mosaics = self.result.params, self.result.split.mosaics
         previews: Previews = [{} for _ in spec.configs]
         for n, mosaic in enumerate(mosaics):
-            image, labels = self.cache.get(mosaic)
-            grid = WindowGrid(
-                height=image.shape[0],
-                width=image.shape[1],
-                window=self.result.model.card.window,
-                step=spec.step,
-            )
-            stats = WindowStats()
-            t0 = time.perf_counter()
-            heats = self._heats(spec, image, grid, stats)
-            seconds = time.perf_counter() - t0
-            for config, heat, kept in zip(spec.configs, heats, previews, strict=True):
-                self.result.histograms[config.key].append(
-                    mosaic_histogram(heat, labels, n_bins=params.n_bins)
-                )
-                if params.panels:
-                    kept[mosaic.name] = preview(heat, PREVIEW_SIDE, mean=True)
-            del heats
-            self.done += grid.count
-            if self.progress is not None:
-                self.progress(Progress("windows", self.done, self.total))
-            self.result.records.append(_record(spec, mosaic, stats, seconds))
-            log.info(
-                "%s %s step %d: mosaic %d/%d %s (windows: %d, sigmas: %d) in %.1f s",
-                spec.cam, spec.mode, spec.step, n + 1, len(mosaics), mosaic.name, stats.total,
-                len(spec.configs), seconds,
-            )  # fmt: skip
+            if self.store is not None and self.store.has_pass(spec, mosaic):
+                kept = self.store.load_pass(spec, mosaic)
+                log.info("%s %s step %d: mosaic %d/%d %s kept", spec.cam, spec.mode, spec.step, n + 1,
+                         len(mosaics), mosaic.name)  # fmt: skip
+            else:
+                kept = self._compute(spec, mosaic)
+                if self.store is not None:
+                    self.store.save_pass(spec, mosaic, kept)
+                log.info(
+                    "%s %s step %d: mosaic %d/%d %s (windows: %d, sigmas: %d) in %.1f s, %s left",
+                    spec.cam, spec.mode, spec.step, n + 1, len(mosaics), mosaic.name, kept.record.windows,
+                    len(spec.configs), kept.record.seconds, self._time_left(),
+                )  # fmt: skip
+            for config, hist in zip(spec.configs, kept.histograms, strict=True):
+                self.result.histograms[config.key].append(hist)
+            if params.panels and kept.previews is not None:
+                for heat, shown in zip(kept.previews, previews, strict=True):
+                    shown[mosaic.name] = heat
+            self.result.records.append(kept.record)
         return previews
+
+    def _compute(self, spec: PassSpec, mosaic: AnnotatedMosaic) -> KeptPass:
+        """Run one pass over one mosaic: a histogram and a preview per sigma, and its record."""
+        params = self.result.params
+        image, labels = self.cache.get(mosaic)
+        grid = WindowGrid(
+            height=image.shape[0], width=image.shape[1], window=self.result.model.card.window, step=spec.step
+        )
+        stats = WindowStats()
+        t0 = time.perf_counter()
+        heats = self._heats(spec, image, grid, stats)
+        seconds = time.perf_counter() - t0
+        hists = [mosaic_histogram(heat, labels, n_bins=params.n_bins) for heat in heats]
+        # previews are kept as float16 in the output folder; rounded alike here, a resumed run's figures
+        # are the same as an uninterrupted run's
+        shown = (
+            [preview(heat, PREVIEW_SIDE, mean=True).astype(np.float16).astype(np.float32) for heat in heats]
+            if params.panels
+            else None
+        )
+        del heats
+        self.done += grid.count
+        if self.progress is not None:
+            self.progress(Progress("windows", self.done, self.total))
+        return KeptPass(histograms=hists, previews=shown, record=_record(spec, mosaic, stats, seconds))
+
+    def _time_left(self) -> str:
+        """The time the windows left should take at this run's pace so far (for logs without a bar)."""
+        if not self.done:
+            return "unknown time"
+        left = (self.total - self.done) * (time.perf_counter() - self.started) / self.done
+        return f"{left / 60:.1f} min"
 
     def _heats(
         self, spec: PassSpec, image: np.ndarray, grid: WindowGrid, stats: WindowStats
