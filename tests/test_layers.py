@@ -1,5 +1,5 @@
-"""The import layers of the house, read from the source: ``models`` below ``worker`` below ``app``, and an API
-that loads no torch.
+"""The import layers of the house, read from the source: ``models`` below ``worker`` below ``app``, an app that
+imports no torch itself (the command line reaches it only through ``worker``), and an API that loads none.
 
 Every ``import`` and ``from ... import`` of every module counts, wherever it stands (module level, inside a
 function, under ``if TYPE_CHECKING``), so a lazy import cannot hide a crossed layer. A failure names the
@@ -131,8 +131,8 @@ def rule_broken(importer: str, target: str) -> str | None:
         return f"models must not import {top}"
     if in_package(importer, "worker") and top == "app":
         return "worker must not import app"
-    if is_api(importer) and top in TORCH:
-        return f"the API must not import {top}"
+    if in_package(importer, "app") and top in TORCH:
+        return f"app must not import {top}: the command line reaches it only through worker"
     if is_api(importer) and top == "worker" and target not in TORCH_FREE_WORKER_MODULES:
         return "the API may import from worker only TORCH_FREE_WORKER_MODULES"
     return None
@@ -197,6 +197,10 @@ def test_worker_never_imports_app() -> None:
     assert layer_violations("worker") == []
 
 
+def test_app_never_imports_torch_itself_not_even_for_typing() -> None:
+    assert [v for v in layer_violations("app") if "must not import" in v] == []
+
+
 def test_the_api_imports_no_torch_and_only_the_torch_free_worker_modules() -> None:
     found = [v for package in API_MODULES for v in layer_violations(package)]
     assert found == []
@@ -230,11 +234,12 @@ def test_the_checker_flags_each_kind_of_crossed_layer(tmp_path: Path) -> None:
         return violations(text, Source(name, path))
 
     assert check("app.api.routes.fake", "import torch\n") == [
-        f"{tmp_path}/app.api.routes.fake.py:1 imports torch: the API must not import torch"
+        f"{tmp_path}/app.api.routes.fake.py:1 imports torch: app must not import torch: the command line "
+        "reaches it only through worker"
     ]
     inside = "def f():\n    from timm.layers import SqueezeExcite\n"
     assert [v.split(" ", 1)[1] for v in check("app.settings", inside)] == [
-        "imports timm.layers: the API must not import timm"
+        "imports timm.layers: app must not import timm: the command line reaches it only through worker"
     ]
     lazy = "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from worker.engine import pipeline\n"
     assert [v.split(" ", 1)[1] for v in check("app.api.fake", lazy)] == [
@@ -251,7 +256,11 @@ def test_the_checker_flags_each_kind_of_crossed_layer(tmp_path: Path) -> None:
     ]
     allowed = "from worker.io.mosaic import verify_readable\nfrom worker.io import zoo\nimport numpy\n"
     assert check("app.api.routes.fake", allowed) == []
-    assert check("app.cli.fake", "import torch\nfrom worker.engine import pipeline\n") == []  # the CLI may
+    assert check("app.cli.fake", "def f():\n    from worker.engine import pipeline\n") == []  # the CLI may
+    typing_only = "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import torch\n"
+    assert [v.split(" ", 1)[1] for v in check("app.cli.fake", typing_only)] == [
+        "imports torch: app must not import torch: the command line reaches it only through worker"
+    ]
 
 
 def test_the_chain_search_names_the_indirect_torch_import(tmp_path: Path) -> None:

@@ -36,9 +36,8 @@ from app.cli.options import (
 from models.errors import InvalidParameter
 
 if TYPE_CHECKING:
-    import torch
-
     from worker.evaluation.protocol import EvalParams
+    from worker.params import Precision
     from worker.progress import Progress
 
 log = logging.getLogger("rcmseg.evaluate")
@@ -155,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
 
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from worker.engine.device import prepare_process, resolve_device
+    from worker.engine.device import default_precision, prepare_process, resolve_device
     from worker.engine.options import RunOptions
     from worker.evaluation.data import load_split
     from worker.evaluation.report import write_report
@@ -172,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
     )
     device = resolve_device(args.device)
     prepare_process(device, threads=args.threads)
-    params = eval_params(args, device)
+    params = eval_params(args, device_precision=default_precision(device))
     model_dir = resolve_model(args.model)
     if args.write_defaults and not os.access(model_dir, os.W_OK):
         raise InvalidParameter(f"{model_dir}: model folder is not writable (--write-defaults)")
@@ -250,9 +249,8 @@ def write_defaults(model_dir: Path, chosen: dict[str, Any]) -> None:
     log.info("defaults of %s written into %s", chosen["run"], model_dir / "card.json")
 
 
-def eval_params(args: argparse.Namespace, device: torch.device) -> EvalParams:
-    """The ``EvalParams`` the options describe (validated there); precision by default follows the device."""
-    from worker.engine.device import default_precision
+def eval_params(args: argparse.Namespace, *, device_precision: Precision) -> EvalParams:
+    """The ``EvalParams`` the options describe (validated there); precision by default the device's."""
     from worker.evaluation.protocol import EvalParams
 
     return EvalParams(
@@ -262,7 +260,7 @@ def eval_params(args: argparse.Namespace, device: torch.device) -> EvalParams:
         modes=("exact", "dense") if args.mode == "both" else (args.mode,),
         bootstrap=args.bootstrap,
         seed=args.seed,
-        precision=args.precision or default_precision(device),
+        precision=args.precision or device_precision,
         scorecam_top_k=args.scorecam_top_k,
         scorecam_skip_below=args.scorecam_skip_below,
         n_bins=args.bins,
