@@ -57,6 +57,13 @@ class WorkerSettings(LogSettings):
     queue: str = Field("rcmseg", pattern=r"^[A-Za-z0-9_.-]+$", description="RQ queue name.")
     max_upload_bytes: int = Field(2 * 1024**3, ge=1, description="Largest accepted upload body.")
     max_pixels: int = Field(2 * 12000 * 12000, ge=1, description="Largest accepted mosaic (width x height).")
+    min_free_bytes: int = Field(
+        256 * 1024**2,
+        ge=0,
+        description="Free space the data folder keeps: an upload that would leave less is refused (507 "
+        "insufficient_storage) before a byte of it is written, one that fills the disk while it streams is "
+        "refused and deleted, and /readyz answers 503 while less is free.",
+    )
     job_timeout_s: int = Field(3600, ge=10, description="A job running longer than this fails.")
     job_heartbeat_s: int = Field(
         30,
@@ -121,11 +128,14 @@ class Settings(WorkerSettings):
     auth_failure_burst: int = Field(
         20,
         ge=1,
-        description="Failed authentications one client address may make per `auth_failure_window_s` "
-        "before it is answered 429.",
+        description="Failed authentications one client address, or one presented credential, may make "
+        "per `auth_failure_window_s` before its failures are answered 429 (a valid token is never limited).",
     )
     auth_failure_window_s: float = Field(
-        60.0, gt=0, description="The window of `auth_failure_burst`, in seconds."
+        60.0,
+        gt=0,
+        description="The fixed window of `auth_failure_burst`, in seconds: it opens at a key's first "
+        "failure, and its count starts again from zero when it ends.",
     )
     api_docs: bool = Field(
         False,

@@ -95,6 +95,10 @@ class Storage:
         self.results = self.root / "results"
         self.scratch = self.root / "scratch"
 
+    def free_bytes(self) -> int:
+        """Bytes free to this process on the data folder's file system."""
+        return shutil.disk_usage(self.root).free
+
     def ensure(self) -> None:
         for folder in (self.tmp, self.uploads, self.results, self.scratch):
             folder.mkdir(parents=True, exist_ok=True)

@@ -3,8 +3,8 @@
 Routers, one per resource: ``mosaics`` (uploads), ``jobs`` (submit, poll, cancel), ``results`` (Deep Zoom
 layers and files of a finished job), ``model_cards`` and ``health``. The API keeps no state of its own:
 jobs live in Redis and files in the data folder, so API processes can restart or run side by side.
-Before any route, ``app.api.middleware`` authenticates ``/v1/`` requests from their headers, checks JSON
-bodies and adds the security headers.
+Before any route, ``app.api.middleware`` answers HEAD as GET, authenticates ``/v1/`` requests from their
+headers, checks JSON bodies and adds the security headers.
 """
 
 from __future__ import annotations
@@ -26,7 +26,14 @@ from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
 
 from app.api.errors import error_responses, install_error_handlers
-from app.api.middleware import PROTECTED_PREFIX, SWAGGER_CDN, FailureLimiter, RequestGate, SecurityHeaders
+from app.api.middleware import (
+    PROTECTED_PREFIX,
+    SWAGGER_CDN,
+    FailureLimiter,
+    HeadAsGet,
+    RequestGate,
+    SecurityHeaders,
+)
 from app.api.routes import health, jobs, models, mosaics, pyramids, results
 from app.api.services.job_queue import JobQueue
 from app.settings import Settings, get_settings
@@ -117,6 +124,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_age=600,
         )
     app.add_middleware(SecurityHeaders, docs_path=DOCS_PATH if settings.api_docs else None)
+    app.add_middleware(HeadAsGet)  # outermost: everything inside sees the GET it answers
     for module in (health, mosaics, pyramids, jobs, results, models):
         app.include_router(module.router)
     if settings.api_docs:
@@ -150,7 +158,7 @@ def _document_gate(app: FastAPI) -> None:
             if not path.startswith(PROTECTED_PREFIX):
                 continue
             for operation in operations.values():
-                statuses = [401, 429, 503]
+                statuses = [400, 401, 429, 503]
                 if "requestBody" in operation:
                     statuses += [413, 422]
                 if operation.get("parameters"):

@@ -5,6 +5,7 @@ Domain errors (``models.errors``) are turned into statuses here and only here.
 
 from __future__ import annotations
 
+import errno
 import logging
 from collections.abc import Mapping
 from typing import Any, cast
@@ -57,6 +58,24 @@ class UnsupportedMediaType(RcmSegError, ValueError):
     code = "unsupported_media_type"
 
 
+class InsufficientStorage(RcmSegError, OSError):
+    """The data folder has no room for what the request would write (a full or over-quota disk)."""
+
+    code = "insufficient_storage"
+
+
+NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+"""A full disk, an exhausted quota, a file size limit: the data folder has no room, the request is fine."""
+
+
+def no_space(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in NO_SPACE_ERRNOS
+
+
+def out_of_space(what: str) -> InsufficientStorage:
+    return InsufficientStorage(f"not enough space in the data folder {what}; try again once space is freed")
+
+
 class FieldError(InvalidParameter):
     """An invalid request field, named."""
 
@@ -76,12 +95,14 @@ STATUS: list[tuple[type[RcmSegError], int]] = [
     (MosaicTooLarge, 422),
     (InvalidModel, 422),
     (InvalidParameter, 422),
+    (InsufficientStorage, 507),
 ]
 
 QUEUE_RETRY_AFTER_S = 5
 """``Retry-After`` of a 503 while Redis is unreachable (``rcmseg serve`` restarts its Redis in seconds)."""
 
 DESCRIPTIONS = {
+    400: "A credential in the URL (`credential_in_url`): tokens go in the Authorization header only.",
     401: "Missing or invalid bearer token (`WWW-Authenticate: Bearer`).",
     404: "No such resource for this owner.",
     409: "The resource's state does not allow this request.",
@@ -92,6 +113,7 @@ DESCRIPTIONS = {
     "RCMSEG_MAX_PIXELS.",
     429: "Too many failed authentications from this address (`Retry-After` says when to try again).",
     503: "The job queue (Redis) is unreachable, `queue_unavailable`; `Retry-After` says when to try again.",
+    507: "Not enough space in the data folder for the upload (`insufficient_storage`).",
 }
 
 
@@ -164,6 +186,16 @@ async def _client_disconnected(request: Request, _exc: Exception) -> Response:
     return Response(status_code=400)  # nobody reads it
 
 
+async def _os_error(request: Request, exc: Exception) -> JSONResponse:
+    """A full disk anywhere under a route is a 507 naming the data folder (never its path); any other
+    OS error is unexpected."""
+    if no_space(exc):
+        log.warning("no space left on %s %s: %s", request.method, request.url.path, exc)
+        err = out_of_space("for this request")
+        return error_response(status_for(err), err.code, str(err))
+    return await _unexpected(request, exc)
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(500, "internal_error", "internal error; the service log has the details")
@@ -175,4 +207,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RedisError, _queue_unavailable)
     app.add_exception_handler(ClientDisconnect, _client_disconnected)
+    app.add_exception_handler(OSError, _os_error)
     app.add_exception_handler(Exception, _unexpected)

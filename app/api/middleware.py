@@ -1,9 +1,12 @@
 """What every request meets before a route sees it, as plain ASGI so that nothing reads the body first.
 
-- ``RequestGate``: on ``/v1/`` routes the bearer token is checked from the headers alone (a client
-  address with too many failures in a row is answered 429 first), then a JSON body is read up to
-  ``max_json_bytes`` (413 past it, announced or not) and must be UTF-8 JSON (422 with a plain message);
-  the route then reads the same bytes again. Multipart uploads stream on to their route unread.
+- ``HeadAsGet``: a HEAD request is answered as its GET would be, without the body, on every route.
+- ``RequestGate``: on ``/v1/`` routes a credential in the URL is refused (400), the bearer token is checked
+  from the headers alone (a failed check is answered 429 instead of 401 while its client address or the
+  credential it presented has failed too often, see ``FailureLimiter``; a valid token is never limited),
+  then a JSON body is read up to ``max_json_bytes`` (413 past it, announced or not) and must be UTF-8
+  JSON (422 with a plain message); the route then reads the same bytes again. Multipart uploads stream
+  on to their route unread.
 - ``SecurityHeaders``: ``nosniff``, a CSP that allows only this service's own scripts and styles, no
   framing, no referrer, on every response; ``Cache-Control: no-store`` on JSON that sets none itself.
 """
@@ -15,14 +18,14 @@ import hashlib
 import json
 import math
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from starlette.datastructures import Headers, MutableHeaders
 
 from app.api.errors import error_response
-from app.auth import Unauthorized, owner_for
+from app.auth import Unauthorized, credentials_in_query, owner_for
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -71,45 +74,83 @@ def _client(scope: Scope) -> str:
 
 
 class FailureLimiter:
-    """Failed authentications per client address in a sliding window; past ``burst``, the address waits.
+    """Failed authentications counted per key (a client address, a presented credential) in fixed windows.
 
-    In memory, per API process: enough to make guessing tokens slow, not a shared quota.
+    A key's window opens at its first failure and lasts ``window_s``; past ``burst`` failures in it, the
+    key is limited until the window ends, and then its count starts again from zero (failures while
+    limited do not extend the window). Only failed checks consult it: a request with a valid token is
+    never limited, whoever else failed from its address (a hospital's proxy). Tokens are at least 16
+    characters (256 bits when generated), so the limit bounds what failing clients cost the service; it
+    is in memory, per API process, not a shared quota.
     """
 
-    MAX_ADDRESSES = 10_000
+    MAX_KEYS = 10_000
 
     def __init__(self, *, burst: int, window_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.burst = burst
         self.window_s = window_s
         self.clock = clock
-        self.failures: OrderedDict[str, deque[float]] = OrderedDict()
+        self.windows: OrderedDict[str, tuple[float, int]] = OrderedDict()
+        """Key -> (when its window opened, failures in it)."""
 
-    def _recent(self, address: str, now: float) -> deque[float]:
-        times = self.failures.get(address)
-        if times is None:
-            return deque()
-        while times and now - times[0] >= self.window_s:
-            times.popleft()
-        if not times:
-            del self.failures[address]
-        return times
-
-    def retry_after(self, address: str) -> int | None:
-        """Seconds until ``address`` may try again, or ``None`` when it may now."""
-        now = self.clock()
-        times = self._recent(address, now)
-        if len(times) < self.burst:
+    def _current(self, key: str, now: float) -> tuple[float, int] | None:
+        window = self.windows.get(key)
+        if window is not None and now - window[0] >= self.window_s:
+            del self.windows[key]
             return None
-        return max(1, math.ceil(self.window_s - (now - times[0])))
+        return window
 
-    def failed(self, address: str) -> None:
+    def retry_after(self, *keys: str) -> int | None:
+        """Seconds until every one of ``keys`` may fail again, or ``None`` when none is limited."""
         now = self.clock()
-        times = self._recent(address, now)
-        self.failures[address] = times
-        self.failures.move_to_end(address)
-        times.append(now)
-        while len(self.failures) > self.MAX_ADDRESSES:
-            self.failures.popitem(last=False)
+        waits = [
+            math.ceil(self.window_s - (now - window[0]))
+            for window in (self._current(key, now) for key in keys)
+            if window is not None and window[1] >= self.burst
+        ]
+        return max(1, *waits) if waits else None
+
+    def failed(self, *keys: str) -> None:
+        now = self.clock()
+        for key in keys:
+            opened, count = self._current(key, now) or (now, 0)
+            self.windows[key] = (opened, count + 1)
+            self.windows.move_to_end(key)
+        while len(self.windows) > self.MAX_KEYS:
+            self.windows.popitem(last=False)
+
+
+def failure_keys(address: str, authorization: str | None) -> list[str]:
+    """What a failed authentication is counted against: the client's address, and the credential it
+    presented (by digest; nothing of a token is kept)."""
+    keys = [f"address:{address}"]
+    if authorization:
+        keys.append("credential:" + hashlib.sha256(authorization.encode()).hexdigest()[:32])
+    return keys
+
+
+class HeadAsGet:
+    """HEAD answered as GET, with GET's headers (``Content-Length`` included) and no body.
+
+    FastAPI routes declare GET alone; this makes HEAD work wherever GET does, with the same
+    authentication, without adding a HEAD operation per route to the OpenAPI schema.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_head(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                await send(message)
+            elif not message.get("more_body", False):  # the last body message, or a pathsend
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+        await self.app({**scope, "method": "GET"}, receive, send_head)
 
 
 class RequestGate:
@@ -131,21 +172,20 @@ class RequestGate:
         if not path.startswith(PROTECTED_PREFIX) or scope["method"] == "OPTIONS":
             await self.app(scope, receive, send)  # public routes; CORS preflights carry no token
             return
-        headers = Headers(scope=scope)
-        address = _client(scope)
-        wait = self.limiter.retry_after(address)
-        if wait is not None:
-            response = error_response(
-                429, "too_many_requests", f"too many failed authentications; retry in {wait} s"
+        in_url = credentials_in_query(scope.get("query_string", b"").decode("latin-1"))
+        if in_url:
+            message = (
+                f"remove the query parameter {in_url[0]!r}: a token is read from the Authorization header "
+                "only, and a URL is kept by logs, proxies and browser histories"
             )
-            response.headers["Retry-After"] = str(wait)
-            await response(scope, receive, send)
+            await error_response(400, "credential_in_url", message)(scope, receive, send)
             return
+        headers = Headers(scope=scope)
+        authorization = headers.get("authorization")
         try:
-            owner = owner_for(headers.get("authorization"), self.tokens)
+            owner = owner_for(authorization, self.tokens)
         except Unauthorized as exc:
-            self.limiter.failed(address)
-            await error_response(401, exc.code, str(exc))(scope, receive, send)
+            await self._refuse(exc, failure_keys(_client(scope), authorization), scope, receive, send)
             return
         scope.setdefault("state", {})["owner"] = owner
         if scope["method"] in ("GET", "HEAD", "DELETE") or (
@@ -154,6 +194,21 @@ class RequestGate:
             await self.app(scope, receive, send)  # an upload streams to its route, which limits it
             return
         await self._json_body(scope, receive, send, headers)
+
+    async def _refuse(
+        self, exc: Unauthorized, keys: list[str], scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        """401, or 429 while one of ``keys`` has failed too often (the failure is then not counted)."""
+        wait = self.limiter.retry_after(*keys)
+        if wait is None:
+            self.limiter.failed(*keys)
+            await error_response(401, exc.code, str(exc))(scope, receive, send)
+            return
+        response = error_response(
+            429, "too_many_requests", f"too many failed authentications; retry in {wait} s"
+        )
+        response.headers["Retry-After"] = str(wait)
+        await response(scope, receive, send)
 
     async def _json_body(self, scope: Scope, receive: Receive, send: Send, headers: Headers) -> None:
         limit = self.max_json_bytes

@@ -196,3 +196,5 @@ class Readiness(BaseModel):
     ready: bool
     redis: bool
     workers: int
+    disk: bool = Field(True, description="The data folder has at least RCMSEG_MIN_FREE_BYTES free.")
+    reasons: list[str] = Field(default_factory=list, description="Why the service is not ready.")

@@ -13,10 +13,11 @@ from __future__ import annotations
 import json
 import logging
 import logging.config
-import re
 import sys
 from datetime import UTC, datetime
 from typing import Any, Literal
+
+from app.auth import redact_target
 
 LogFormat = Literal["auto", "text", "json"]
 
@@ -26,16 +27,11 @@ _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
     "color_message",
 }
 
-CREDENTIAL_PARAMS = re.compile(
-    r"(?i)([?&](?:token|access_token|id_token|refresh_token|api_key|apikey|key|auth|authorization|"
-    r"password|passwd|secret|signature|sig|session|code)=)[^&#\s]*"
-)
-"""Query parameters whose values are redacted in access-log lines."""
-
 
 def redact_query(target: str) -> str:
-    """``/v1/jobs?token=abc&limit=2`` -> ``/v1/jobs?token=[redacted]&limit=2``."""
-    return CREDENTIAL_PARAMS.sub(r"\1[redacted]", target)
+    """``/v1/jobs?token=abc&limit=2`` -> ``/v1/jobs?token=[redacted]&limit=2``: every parameter whose
+    decoded name the API takes for a credential (``app.auth``, which also refuses them on its routes)."""
+    return redact_target(target)
 
 
 def _context(record: logging.LogRecord) -> dict[str, Any]:

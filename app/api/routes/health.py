@@ -1,4 +1,5 @@
-"""``/healthz`` (the process answers) and ``/readyz`` (Redis answers and a worker is alive). No token."""
+"""``/healthz`` (the process answers) and ``/readyz`` (Redis answers, a worker is alive and the data folder
+has room). No token."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 
-from app.api.deps import QueueDep
+from app.api.deps import QueueDep, SettingsDep, StorageDep
 from app.api.schemas import Health, Readiness
 
 router = APIRouter(tags=["health"])
@@ -20,14 +21,31 @@ def healthz() -> Health:
 @router.get(
     "/readyz",
     response_model=Readiness,
-    responses={503: {"model": Readiness, "description": "Redis is unreachable or no worker is alive."}},
-    summary="Readiness: Redis reachable and at least one live worker",
+    responses={
+        503: {
+            "model": Readiness,
+            "description": "Redis is unreachable, no worker is alive, or the data folder is low on space "
+            "(`reasons` says which).",
+        }
+    },
+    summary="Readiness: Redis reachable, at least one live worker and room in the data folder",
 )
-def readyz(jobs: QueueDep) -> JSONResponse:
+def readyz(jobs: QueueDep, storage: StorageDep, settings: SettingsDep) -> JSONResponse:
+    reasons = []
     try:
         jobs.redis.ping()
         redis_ok, workers = True, jobs.live_workers()
     except RedisError:
         redis_ok, workers = False, 0
-    body = Readiness(ready=redis_ok and workers > 0, redis=redis_ok, workers=workers)
+        reasons.append("Redis is unreachable")
+    if redis_ok and workers == 0:
+        reasons.append("no live worker")
+    free = storage.free_bytes()
+    disk_ok = free >= settings.min_free_bytes
+    if not disk_ok:
+        reasons.append(
+            f"low disk space: the data folder has {free} bytes free, less than RCMSEG_MIN_FREE_BYTES "
+            f"({settings.min_free_bytes})"
+        )
+    body = Readiness(ready=not reasons, redis=redis_ok, workers=workers, disk=disk_ok, reasons=reasons)
     return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)

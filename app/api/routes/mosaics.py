@@ -69,6 +69,7 @@ def _validate(path: Path, *, filename: str, max_pixels: int) -> MosaicHeader:
         413,
         415,
         422,
+        507,
         also={200: {"model": MosaicOut, "description": "These bytes had been uploaded before."}},
     ),
     summary="Upload a mosaic (multipart field 'file')",
@@ -82,10 +83,13 @@ async def upload_mosaic(
     jobs: QueueDep,
 ) -> MosaicOut:
     """Stream the upload to disk (size limit enforced while it streams, SHA-256 computed on the way), then
-    check the header and decode it fully before accepting it. A rejected upload keeps nothing."""
+    check the header and decode it fully before accepting it. A rejected upload keeps nothing; one the
+    data folder has no room for is a 507."""
     partial = storage.new_partial()
     try:
-        received = await receive_upload(request, partial, max_bytes=settings.max_upload_bytes)
+        received = await receive_upload(
+            request, partial, max_bytes=settings.max_upload_bytes, min_free_bytes=settings.min_free_bytes
+        )
         header = await run_in_threadpool(
             _validate, partial, filename=received.filename, max_pixels=settings.max_pixels
         )

@@ -4,8 +4,10 @@ A result written since pyramids are per mosaic stores its heat once, as an 8-bit
 resolution (``heat.dzi``); the heatmap and the mask are that pyramid's tiles coloured on request
 (:mod:`worker.io.tiles`), so one descriptor serves both and any colormap or threshold costs no pass over the
 heatmap. A result written before has the three full-resolution layers as files, served as they are.
-Regions at another threshold than the job's are computed from ``heatmap.tif`` once and kept in the result's
-``cache/`` folder, which goes with the result when it expires.
+Regions at another threshold than the job's are computed from ``heatmap.tif`` at the threshold rounded to
+the viewer slider's step (0.01), once, and kept in the result's ``cache/`` folder: at most
+``REGIONS_CACHE_FILES`` thresholds, the least recently used one deleted first; the folder goes with the
+result when it expires.
 """
 
 from __future__ import annotations
@@ -27,17 +29,23 @@ from worker.io.colormap import HEATMAP_COLORMAP, TRANSPARENT_BELOW, colormap_nam
 from worker.io.regions import regions_geojson
 from worker.io.tiles import DziGeometry, heat_tile, mask_tile, read_dzi
 
+REGIONS_DECIMALS = 2
+"""Regions at a threshold are computed at the threshold rounded to this many decimals (the viewer's step)."""
+REGIONS_CACHE_FILES = 32
+"""Thresholds whose regions one result keeps; past it, the least recently used file is deleted."""
+
 RENDER_VERSION = "1"
 """Part of every coloured tile's ETag: bump it when the same URL starts to give other pixels."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TileStyle:
-    """How a heat tile is coloured: the heatmap by colormap and fade, the mask by threshold."""
+    """How a heat tile is coloured: the heatmap by colormap and fade, the mask by ``threshold`` (the job's
+    own unless the request gives one; it has no default of its own)."""
 
+    threshold: float
     colormap: str = HEATMAP_COLORMAP
     transparent_below: float = TRANSPARENT_BELOW
-    threshold: float = 0.5
 
     def key(self, layer: str) -> str:
         if layer == "mask":
@@ -88,14 +96,26 @@ def render_tile(grey: Path, layer: str, style: TileStyle) -> bytes:
     return heat_tile(data, colormap=style.colormap, transparent_below=style.transparent_below)
 
 
+def regions_threshold(threshold: float) -> float:
+    """The threshold regions are computed at: rounded to the slider's step, so nearby values share one."""
+    return round(threshold, REGIONS_DECIMALS)
+
+
 def regions_at(folder: Path, threshold: float, *, job_threshold: float, downsample: int) -> Path:
-    """The regions GeoJSON of the result in ``folder`` at ``threshold``, computed once and kept."""
+    """The regions GeoJSON of the result in ``folder`` at ``threshold`` (rounded by ``regions_threshold``),
+    computed once and kept in a bounded cache."""
+    if threshold == job_threshold:
+        return folder / REGIONS_GEOJSON
+    threshold = regions_threshold(threshold)
     if threshold == job_threshold:
         return folder / REGIONS_GEOJSON
     cache = folder / RESULT_CACHE
-    path = cache / f"regions-{threshold!r}.geojson"
-    if path.is_file():
+    path = cache / f"regions-{threshold:.{REGIONS_DECIMALS}f}.geojson"
+    try:
+        os.utime(path)  # a hit: the most recently used file now
         return path
+    except FileNotFoundError:
+        pass
     tiff = pyvips.Image.new_from_file(str(folder / HEATMAP_TIFF))
     heat = np.asarray(tiff.numpy()).reshape(
         tiff.height, tiff.width
@@ -110,4 +130,19 @@ def regions_at(folder: Path, threshold: float, *, job_threshold: float, downsamp
         os.replace(tmp, path)  # concurrent requests for one threshold each write all of it; one wins
     finally:
         Path(tmp).unlink(missing_ok=True)
+    evict_regions(cache, keep=REGIONS_CACHE_FILES)
     return path
+
+
+def evict_regions(cache: Path, *, keep: int) -> int:
+    """Delete all but the ``keep`` most recently used regions files of ``cache``; returns how many went."""
+    entries = []
+    for entry in cache.glob("regions-*.geojson"):
+        try:
+            entries.append((entry.stat().st_mtime_ns, entry))
+        except FileNotFoundError:  # evicted by a concurrent request
+            continue
+    entries.sort(reverse=True)
+    for _, stale in entries[keep:]:
+        stale.unlink(missing_ok=True)
+    return max(len(entries) - keep, 0)

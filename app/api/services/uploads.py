@@ -1,12 +1,16 @@
 """Receiving a mosaic upload: the multipart body is streamed to disk, counted and hashed as it arrives.
 
 Nothing is buffered in memory beyond one chunk, the size limit is enforced while the body streams (not after
-it was spooled somewhere), and a rejected upload leaves no file behind.
+it was spooled somewhere), and a rejected upload leaves no file behind. The data folder keeps
+``min_free_bytes`` free: an announced length that would cut into it is refused before a byte is written,
+and a body that gets there while it streams (no length announced, or others writing) or a write that
+finds the disk full is refused too (507), its bytes deleted by the caller.
 """
 
 from __future__ import annotations
 
 import hashlib
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -16,13 +20,15 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
-from app.api.errors import FieldError, PayloadTooLarge, UnsupportedMediaType
+from app.api.errors import FieldError, PayloadTooLarge, UnsupportedMediaType, no_space, out_of_space
 
 FILE_FIELD = "file"
 MAX_OTHER_BYTES = 64 * 1024
 """Headers and any form fields besides the file; the file itself is limited by the settings."""
 DRAIN_AFTER_LIMIT_BYTES = 16 * 1024**2
 """Past the limit, this much more of the body is read and discarded so the client gets to read the 413."""
+FREE_SPACE_CHECK_BYTES = 8 * 1024**2
+"""While a body streams, the free space is looked at again after every this many bytes written."""
 
 
 @dataclass(frozen=True)
@@ -35,17 +41,46 @@ class ReceivedFile:
     filename: str
 
 
-class _FileSink:
-    """Writes and hashes the file part's bytes (called from a worker thread, never the event loop)."""
+def free_bytes(folder: Path) -> int:
+    """Bytes free to this process on the file system of ``folder``."""
+    return shutil.disk_usage(folder).free
 
-    def __init__(self, fh: BinaryIO) -> None:
+
+class _FileSink:
+    """Writes and hashes the file part's bytes (called from a worker thread, never the event loop); keeps
+    ``min_free_bytes`` free on the disk and turns a full disk into ``InsufficientStorage``."""
+
+    def __init__(self, fh: BinaryIO, folder: Path, *, min_free_bytes: int) -> None:
         self.fh = fh
+        self.folder = folder
+        self.min_free_bytes = min_free_bytes
         self.digest = hashlib.sha256()
+        self.unchecked = 0
 
     def write(self, chunks: list[bytes]) -> None:
-        for chunk in chunks:
-            self.fh.write(chunk)
-            self.digest.update(chunk)
+        try:
+            for chunk in chunks:
+                self.fh.write(chunk)
+                self.digest.update(chunk)
+                self.unchecked += len(chunk)
+            if self.unchecked >= FREE_SPACE_CHECK_BYTES:
+                self.unchecked = 0
+                self.fh.flush()
+                if free_bytes(self.folder) < self.min_free_bytes:
+                    raise out_of_space(f"for this upload (less than {self.min_free_bytes} bytes left)")
+        except OSError as exc:
+            if no_space(exc):
+                raise out_of_space("for this upload") from None
+            raise
+
+    def close(self) -> None:
+        """Flush what is buffered (a full disk can show only here)."""
+        try:
+            self.fh.flush()
+        except OSError as exc:
+            if no_space(exc):
+                raise out_of_space("for this upload") from None
+            raise
 
 
 class _PartCollector:
@@ -155,8 +190,19 @@ def _too_large(max_bytes: int) -> PayloadTooLarge:
     return PayloadTooLarge(f"upload exceeds the limit of {max_bytes} bytes (RCMSEG_MAX_UPLOAD_BYTES)")
 
 
-async def receive_upload(request: Request, dest: Path, *, max_bytes: int) -> ReceivedFile:
-    """Stream the ``file`` part of a multipart request into ``dest`` (which the caller deletes on error)."""
+def _check_room(folder: Path, declared_size: int, min_free_bytes: int) -> None:
+    free = free_bytes(folder)
+    if declared_size + min_free_bytes > free:
+        raise out_of_space(
+            f"for this upload ({declared_size} bytes announced, {max(free - min_free_bytes, 0)} available)"
+        )
+
+
+async def receive_upload(
+    request: Request, dest: Path, *, max_bytes: int, min_free_bytes: int = 0
+) -> ReceivedFile:
+    """Stream the ``file`` part of a multipart request into ``dest`` (which the caller deletes on error),
+    leaving ``min_free_bytes`` free on its disk."""
     boundary = _boundary(request)
     declared = request.headers.get("content-length")
     declared_size = int(declared) if declared is not None and declared.isdigit() else None
@@ -165,10 +211,12 @@ async def receive_upload(request: Request, dest: Path, *, max_bytes: int) -> Rec
         if declared_size > max_bytes + DRAIN_AFTER_LIMIT_BYTES:
             raise _too_large(max_bytes)  # not worth reading: the connection is closed instead
         collector.too_large = True
+    elif declared_size is not None:
+        _check_room(dest.parent, declared_size, min_free_bytes)
     parser = MultipartParser(boundary, collector.callbacks())  # type: ignore[arg-type]
     drained = 0
     with dest.open("wb") as fh:
-        sink = _FileSink(fh)
+        sink = _FileSink(fh, dest.parent, min_free_bytes=min_free_bytes)
         try:
             async for chunk in request.stream():
                 if collector.too_large:
@@ -183,6 +231,10 @@ async def receive_upload(request: Request, dest: Path, *, max_bytes: int) -> Rec
             if collector.too_large:
                 raise _too_large(max_bytes)
             parser.finalize()
+            if collector.pending:
+                chunks, collector.pending = collector.pending, []
+                await run_in_threadpool(sink.write, chunks)
+            await run_in_threadpool(sink.close)
         except MultipartParseError as exc:
             raise FieldError("body", f"malformed multipart body ({exc})") from None
     if not collector.complete:

@@ -110,7 +110,13 @@ def test_errors_are_json_with_a_code(client: TestClient) -> None:
 def test_readiness_needs_a_live_worker(client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
-    assert ready.status_code == 503 and ready.json() == {"ready": False, "redis": True, "workers": 0}
+    assert ready.status_code == 503 and ready.json() == {
+        "ready": False,
+        "redis": True,
+        "workers": 0,
+        "disk": True,
+        "reasons": ["no live worker"],
+    }
 
 
 def test_readiness_reports_an_unreachable_redis(settings: Settings) -> None:

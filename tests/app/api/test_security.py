@@ -1,6 +1,7 @@
 """Hostile and careless requests against a real API under uvicorn (no worker needed): authentication
 before the body is read, capped and checked JSON bodies, error headers, security headers, the failed
-authentication limit, what the logs keep, and the partial uploads of a killed API."""
+authentication limit (which never stops a valid token), credentials in URLs (refused, and redacted from the
+access log), and the partial uploads of a killed API."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import httpx
 import pytest
 
 from app.api import VIEWER_STATIC
+from app.api.middleware import FailureLimiter, failure_keys
 from tests.app.conftest import TOKENS, Service, texture_png, wait_for
 
 pytestmark = pytest.mark.slow
@@ -173,22 +175,46 @@ def test_the_schema_documents_what_the_gate_answers(api: Service) -> None:
                 assert {"413", "422"} <= statuses, (method, path)
 
 
-def test_credentials_in_the_query_string_never_reach_the_log(api: Service) -> None:
+CREDENTIAL_PARAMS = [
+    "token",
+    "to%6Ben",  # the app decodes it as "token"
+    "access_token",
+    "api_key",
+    "auth_token",
+    "private_token",
+    "bearer",
+    "jwt",
+    "x-api-key",
+    "session_id",
+    "passphrase",
+    "t",
+]
+
+
+def test_credentials_in_the_url_are_refused_and_never_reach_the_log(api: Service) -> None:
     secret = "leaked-secret-0123456789"
-    for name in ("token", "access_token", "api_key"):
-        httpx.get(f"{api.url}/v1/jobs?limit=1&{name}={secret}", timeout=10)
+    for name in CREDENTIAL_PARAMS:
+        refused = httpx.get(f"{api.url}/v1/jobs?limit=1&{name}={secret}", timeout=10)
+        assert refused.status_code == 400, (name, refused.text)
+        assert refused.json()["code"] == "credential_in_url" and secret not in refused.text
     with api.client("alice") as alice:
-        alice.get("/v1/jobs?limit=1&access_token=" + secret)
+        refused = alice.get("/v1/jobs?limit=1&access_token=" + secret)
+        assert refused.status_code == 400 and "'access_token'" in refused.json()["message"]
+        assert alice.get(f"/v1/jobs;token={secret}").status_code == 404  # a path parameter: no route
+        assert alice.get("/v1/jobs?limit=1").status_code == 200
+    expected = len(CREDENTIAL_PARAMS) + 2
 
     def logged() -> str | None:
         text = (api.logs / "api.log").read_text()
-        return text if text.count("[redacted]") >= 4 else None
+        return text if text.count("[redacted]") >= expected and "/v1/jobs?limit=1 " in text else None
 
-    text = wait_for(logged, timeout=10, what="the access-log lines")
+    text = wait_for(logged, timeout=30, what="the access-log lines")
     assert secret not in text
 
 
 def test_a_client_that_disconnects_mid_upload_is_an_info_line(api: Service) -> None:
+    tmp = Path(api.env["RCMSEG_DATA_DIR"]) / "tmp"
+    before = set(tmp.glob("upload-*.part"))
     with socket.create_connection(("127.0.0.1", api.port), timeout=10) as sock:
         sock.sendall(
             b"POST /v1/mosaics HTTP/1.1\r\nHost: x\r\n"
@@ -197,7 +223,8 @@ def test_a_client_that_disconnects_mid_upload_is_an_info_line(api: Service) -> N
             + b'--XyZ\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n\r\n'
             + b"\x89PNG" * 1000
         )
-        time.sleep(0.5)
+        # The upload has begun once its partial file exists; only then is the disconnect one mid-upload.
+        wait_for(lambda: set(tmp.glob("upload-*.part")) - before, timeout=30, what="the upload to begin")
 
     def logged() -> str | None:
         text = (api.logs / "api.log").read_text()
@@ -235,10 +262,10 @@ def test_partial_uploads_of_a_killed_api_are_swept_at_its_next_start(api: Servic
     assert not any(p.exists() for p in partials)
 
 
-def test_failed_authentication_is_limited_per_address(
+def test_failed_authentication_is_limited_but_valid_tokens_pass(
     service_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    env = dict(service_env, RCMSEG_AUTH_FAILURE_BURST="5", RCMSEG_AUTH_FAILURE_WINDOW_S="3")
+    env = dict(service_env, RCMSEG_AUTH_FAILURE_BURST="5", RCMSEG_AUTH_FAILURE_WINDOW_S="3600")
     svc = Service(env, tmp_path_factory.mktemp("logs"))
     try:
         svc.start_api()
@@ -246,11 +273,36 @@ def test_failed_authentication_is_limited_per_address(
         with httpx.Client(base_url=svc.url, timeout=10) as client:
             statuses = [client.get("/v1/jobs", headers=wrong).status_code for _ in range(8)]
             assert statuses == [401] * 5 + [429] * 3
-            limited = client.get("/v1/jobs", headers=AUTH)  # the address waits, whatever it sends
-            assert limited.status_code == 429 and 1 <= int(limited.headers["retry-after"]) <= 3
+            limited = client.get("/v1/jobs", headers=wrong)
+            assert limited.status_code == 429 and 1 <= int(limited.headers["retry-after"]) <= 3600
             assert limited.json()["code"] == "too_many_requests"
+            other_wrong = {"Authorization": "Bearer another-wrong-token-0123456789"}
+            assert client.get("/v1/jobs", headers=other_wrong).status_code == 429  # the address is limited
+            assert client.get("/v1/jobs").status_code == 429  # and so is no token at all
+            # A valid token from the same address is never limited by the failures of others there.
+            for _ in range(3):
+                assert client.get("/v1/jobs", headers=AUTH).status_code == 200
             assert client.get("/healthz").status_code == 200  # public routes are not limited
-            time.sleep(int(limited.headers["retry-after"]) + 0.2)
-            assert client.get("/v1/jobs", headers=AUTH).status_code == 200
     finally:
         svc.stop()
+
+
+def test_the_failure_limit_counts_per_address_and_per_credential_in_fixed_windows() -> None:
+    now = [1000.0]
+    limiter = FailureLimiter(burst=3, window_s=60, clock=lambda: now[0])
+    proxy = failure_keys("10.0.0.1", "Bearer wrong-1")
+    for _ in range(3):
+        assert limiter.retry_after(*proxy) is None
+        limiter.failed(*proxy)
+    assert limiter.retry_after(*proxy) == 60
+    # The same wrong credential from another address is limited by its own count...
+    assert limiter.retry_after(*failure_keys("10.0.0.2", "Bearer wrong-1")) == 60
+    # ...another credential from another address is not.
+    assert limiter.retry_after(*failure_keys("10.0.0.2", "Bearer wrong-2")) is None
+    now[0] += 45
+    assert limiter.retry_after(*proxy) == 15  # the window is fixed: it closes 60 s after it opened
+    now[0] += 15
+    assert limiter.retry_after(*proxy) is None  # and the count starts again
+    limiter.failed(*proxy)
+    assert limiter.retry_after(*proxy) is None
+    assert not any("wrong" in key for key in limiter.windows)  # credentials are kept by digest only
