@@ -6,6 +6,9 @@ its ``code``.
 
 from __future__ import annotations
 
+import errno
+import os
+
 from models.errors import RcmSegError
 
 
@@ -33,6 +36,12 @@ class JobCanceled(RcmSegError):
     code = "canceled"
 
 
+NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+"""A full disk, an exhausted quota, a file size limit."""
+SYSTEM_REASONS = (*sorted(NO_SPACE), errno.EROFS, errno.EACCES, errno.ENOENT, errno.EIO)
+"""System errors recognised by their text in a libvips message (which gives no errno)."""
+
+
 class ExportFailed(RcmSegError, OSError):
     """The results could not be written (a full disk, a read-only or vanished folder)."""
 
@@ -40,10 +49,18 @@ class ExportFailed(RcmSegError, OSError):
 
     @classmethod
     def because(cls, exc: Exception) -> ExportFailed:
-        """The OS's (or libvips') reason, never a complaint about the input."""
-        if isinstance(exc, OSError):
-            reason = exc.strerror or str(exc)
+        """The OS's (or libvips') reason, never a complaint about the input nor a server path. libvips
+        reports a full disk among a dozen lines that end in "Unknown error -1", so its text is searched
+        for the system's own reasons first."""
+        if isinstance(exc, OSError) and exc.errno is not None:
+            reason = exc.strerror or os.strerror(exc.errno)
+            code = exc.errno
         else:
-            lines = [line for line in str(exc).strip().splitlines() if line.strip()]
-            reason = lines[-1] if lines else str(exc)
+            text = str(exc)
+            code = next((c for c in SYSTEM_REASONS if os.strerror(c) in text), None)
+            lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+            plain = [line for line in lines if "/" not in line and "Unknown error" not in line]
+            reason = os.strerror(code) if code is not None else (plain or lines or [text])[-1]
+        if code in NO_SPACE:
+            return cls(f"writing the results failed: not enough space in the data folder ({reason})")
         return cls(f"writing the results failed: {reason}")
