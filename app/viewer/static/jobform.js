@@ -6,7 +6,7 @@
 import { describeError, postJson, uploadFile } from "./api.js";
 import { rememberMosaic } from "./joblist.js";
 import { recordedPixelSizeUm } from "./pixelsize.js";
-import { describeSigma } from "./provenance.js";
+import { describeSigma, isPlainAveraging } from "./provenance.js";
 import { $, clearMessage, formatBytes, showMessage } from "./ui.js";
 
 const form = { models: [], mosaic: null, filePixelSizeUm: null, uploadSeq: 0, onSubmitted: () => {} };
@@ -15,7 +15,7 @@ const FIELD_INPUTS = {
   model: "model-select",
   cam: "cam-cam",
   step: "step-input",
-  sigma_px: "sigma-input",
+  sigma: "sigma-input",
   threshold: "threshold-input",
   pixel_size_um: "pixel-size-input",
   precision: "precision-select",
@@ -105,7 +105,6 @@ async function onFileChosen() {
 /** The input pixel size the engine assumes when neither the request nor the file gives one. */
 const ASSUMED_PIXEL_SIZE_UM = 0.5;
 const PLAIN_AVERAGING = "none";
-const SIGMA_MAX_PX = 4096;
 
 /** A model of GET /v1/models by name ({name, card, defaults, intended_use}), or null. */
 export function modelByName(name) {
@@ -127,7 +126,7 @@ function methodDefaults(model) {
   return {
     cam: d.cam || "cam",
     step: d.step ?? 25,
-    sigma_px: d.sigma_px === undefined ? null : d.sigma_px,
+    sigma: d.sigma ?? d.sigma_px ?? PLAIN_AVERAGING, // sigma_px (null: plain averaging): cards of before
     threshold: d.threshold ?? model.card.threshold,
     chosen_by: d.chosen_by || "",
   };
@@ -141,12 +140,12 @@ function applyModelDefaults() {
   const d = methodDefaults(model);
   $("step-input").max = String(card.window);
   $("step-input").placeholder = d.step + " (default)";
-  $("sigma-input").placeholder = (d.sigma_px === null ? PLAIN_AVERAGING : +d.sigma_px.toFixed(2)) + " (default)";
+  $("sigma-input").placeholder = (isPlainAveraging(d.sigma) ? PLAIN_AVERAGING : +Number(d.sigma).toFixed(2)) + " (default)";
   $("threshold-input").placeholder = d.threshold + " (default)";
   const cam = document.querySelector("input[name=cam][value=" + (d.cam === "scorecam" ? "scorecam" : "cam") + "]");
   cam.checked = true;
   $("defaults-hint").textContent = "An empty field takes the model's default: " +
-    (d.cam === "scorecam" ? "ScoreCAM" : "CAM") + ", step " + d.step + " px, sigma " + describeSigma(d.sigma_px) +
+    (d.cam === "scorecam" ? "ScoreCAM" : "CAM") + ", step " + d.step + " px, sigma " + describeSigma(d.sigma) +
     ", threshold " + d.threshold + "." + (d.chosen_by ? " Chosen by: " + d.chosen_by + "." : "");
   showPixelSizeHint();
   checkSigma();
@@ -165,14 +164,13 @@ function showPixelSizeHint() {
     (card ? ". The model reads " + card.pixel_size_um + " µm/px." : ".");
 }
 
-/** Sigma is a number of pixels in (0, 4096] or "none"; the browser points out anything else. */
+/** Sigma is a number of pixels above 0 or "none" (the service's one rule); the browser points out anything else. */
 function checkSigma() {
   const input = $("sigma-input");
   const text = input.value.trim().toLowerCase();
   const value = Number(text);
-  const ok = text === "" || text === PLAIN_AVERAGING || (Number.isFinite(value) && value > 0 && value <= SIGMA_MAX_PX);
-  input.setCustomValidity(ok ? "" : 'Sigma is a number of pixels above 0 and up to ' + SIGMA_MAX_PX +
-    ', or "none" for plain averaging.');
+  const ok = text === "" || text === PLAIN_AVERAGING || (Number.isFinite(value) && value > 0);
+  input.setCustomValidity(ok ? "" : 'Sigma is a number of pixels above 0, or "none" for plain averaging.');
 }
 
 /** Python's round(): halves go to the even neighbour, as the engine rounds the downsample factor. */
@@ -244,7 +242,7 @@ function jobRequest() {
   const threshold = $("threshold-input").value.trim();
   const pixelSize = $("pixel-size-input").value.trim();
   if (step) body.step = Number(step);
-  if (sigma) body.sigma_px = sigma === PLAIN_AVERAGING ? PLAIN_AVERAGING : Number(sigma);
+  if (sigma) body.sigma = sigma === PLAIN_AVERAGING ? PLAIN_AVERAGING : Number(sigma);
   if (threshold) body.threshold = Number(threshold);
   if (pixelSize) body.pixel_size_um = Number(pixelSize);
   return body;

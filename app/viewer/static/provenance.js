@@ -16,8 +16,12 @@ const PIXEL_SIZE_SOURCES = {
 const NO_INTENDED_USE = "not stated on the model's card. Read this result as research output, not as a diagnosis.";
 const INTENDED_USE_NOTE = /^model's intended use:/i;
 
+export function isPlainAveraging(sigma) {
+  return sigma === null || sigma === undefined || sigma === "none";
+}
+
 export function describeSigma(sigma) {
-  return sigma === null || sigma === "none" ? "none (plain averaging)" : +Number(sigma).toFixed(2) + " px";
+  return isPlainAveraging(sigma) ? "none (plain averaging)" : +Number(sigma).toFixed(2) + " px";
 }
 
 /** A note as a sentence: capitalised, in µm. */
@@ -61,7 +65,8 @@ export function methodRows(summary) {
   return [
     ["Method", withSource(cam === "scorecam" ? "ScoreCAM" : "CAM", method.cam)],
     ["Step", withSource(value("step", summary.step) + " px", method.step)],
-    ["Sigma", withSource(describeSigma(value("sigma_px", summary.sigma)), method.sigma_px)],
+    // results written before the parameter was named sigma say sigma_px
+    ["Sigma", withSource(describeSigma(value("sigma", value("sigma_px", summary.sigma))), method.sigma || method.sigma_px)],
     ["Threshold", withSource(Number.isFinite(threshold) ? threshold.toFixed(2) : "—", method.threshold)],
   ];
 }
