@@ -24,10 +24,13 @@ app/viewer/static/vendor/openseadragon/openseadragon.min.js:
 	rm -rf app/viewer/static/vendor/openseadragon
 	cp -r build/npm/node_modules/openseadragon/build/openseadragon app/viewer/static/vendor/openseadragon
 
-# Debian packages the test-suite drives: Chromium (viewer end-to-end) and docker-compose (offline validation).
+# Debian packages the test-suite drives: Chromium (viewer end-to-end), docker-compose (offline validation),
+# Orthanc with its DICOMweb plugin (the PACS of the DICOMweb round trip) and dicom3tools (dciodvfy).
 system-deps:
-	@command -v chromium >/dev/null && command -v docker-compose >/dev/null || \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium docker-compose >/dev/null)
+	@command -v chromium >/dev/null && command -v docker-compose >/dev/null && test -x /usr/sbin/Orthanc \
+	  && test -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so && command -v dciodvfy >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium docker-compose \
+	  orthanc orthanc-dicomweb dicom3tools >/dev/null)
 
 serve: $(STAMP) viewer-assets
 	$(BIN)/rcmseg serve

@@ -34,7 +34,7 @@ from worker.io.mosaic import MosaicHeader
 log = logging.getLogger(__name__)
 
 ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
-SOURCE_EXT = {"tiff": ".tif", "png": ".png", "jpeg": ".jpg", "bmp": ".bmp"}
+SOURCE_EXT = {"tiff": ".tif", "png": ".png", "jpeg": ".jpg", "bmp": ".bmp", "dicom": ".dcm"}
 MOSAIC_RECORD = "mosaic.json"
 SUMMARY = SUMMARY_FILE
 SIGNATURES = {
@@ -73,11 +73,11 @@ class SweepReport:
 def sniff_format(path: Path) -> str | None:
     """The image format the first bytes announce, or ``None`` when they announce no supported one."""
     with path.open("rb") as fh:
-        head = fh.read(8)
+        head = fh.read(132)
     for magic, fmt in SIGNATURES.items():
         if head.startswith(magic):
             return fmt
-    return None
+    return "dicom" if head[128:132] == b"DICM" else None  # DICOM Part 10: a 128-byte preamble, then DICM
 
 
 def mosaic_id_for(owner: str, sha256: str) -> str:

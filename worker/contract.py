@@ -88,12 +88,21 @@ HEAT_HISTOGRAM: Final = "heat_histogram.json"
 """``{"bins": n, "counts": [...]}``: pixels with heat in ``[k/n, (k+1)/n)`` (the last bin includes 1), so
 the area at or above any threshold on the ``1/n`` grid is a sum, with no pass over the heatmap."""
 
+HEATMAP_OME_TIFF: Final = "heatmap.ome.tif"
+"""The heat as a pyramidal OME-TIFF with its physical pixel size (QuPath, napari)."""
+SEGMENTATION_DICOM: Final = "segmentation.dcm"
+"""Of a DICOM mosaic only: the mask as a BINARY DICOM Segmentation of the source image."""
+PROBABILITY_DICOM: Final = "probability.dcm"
+"""Of a DICOM mosaic only: the heat as a FRACTIONAL (PROBABILITY) DICOM Segmentation of the source image."""
+DICOM_RESULT_FILES: Final = {SEGMENTATION_DICOM: "application/dicom", PROBABILITY_DICOM: "application/dicom"}
+
 RESULT_FILES: Final = {
     REGIONS_GEOJSON: "application/geo+json",
     HEATMAP_TIFF: "image/tiff",
     MASK_TIFF: "image/tiff",
     SUMMARY_FILE: "application/json",
     HEAT_HISTOGRAM: "application/json",
+    HEATMAP_OME_TIFF: "image/tiff",
 }
 """Downloadable files of a result, with their media types."""
 

@@ -23,6 +23,7 @@ COMMANDS = (
     "evaluate",
     "datasets",
     "segment",
+    "dicom",
     "serve",
     "submit",
     "train",

@@ -9,10 +9,11 @@ from typing import Any
 
 from models.errors import InvalidParameter
 from worker.contract import SUMMARY_FILE
+from worker.io.dicom.read import series_base_level
 
 RECORD_FILE = "submit.json"
 """What produced a downloaded result: server, file hash, request, job; written last, after the files."""
-MOSAIC_SUFFIXES = frozenset({".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp"})
+MOSAIC_SUFFIXES = frozenset({".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp", ".dcm"})
 """Files a folder argument contributes (the formats the service reads)..."""
 LABEL_MAP_STEM = "_labels"
 """... except label maps: ``{id}_labels.png`` beside ``{id}.tif`` is how annotated mosaics (phantoms
@@ -20,11 +21,15 @@ among them) are laid out."""
 
 
 def find_inputs(paths: Sequence[Path]) -> list[Path]:
-    """The mosaic files named: files as given, folders by their mosaic files (not recursing, sorted, label
-    maps left out). Two inputs with one name would share an output folder, so that is refused."""
+    """The mosaic files named: files as given, a DICOM series folder by its base level's file, other folders
+    by their mosaic files (not recursing, sorted, label maps left out). Two inputs with one name would share
+    an output folder, so that is refused."""
     found: list[Path] = []
     for path in paths:
-        if path.is_dir():
+        series = series_base_level(path) if path.is_dir() else None
+        if series is not None:
+            found.append(series)
+        elif path.is_dir():
             inside = sorted(
                 p
                 for p in path.iterdir()

@@ -31,6 +31,7 @@ from worker.engine.summary import RunFacts, build_summary
 from worker.engine.windows import WindowGrid
 from worker.errors import ExportFailed
 from worker.io.checkpoint import LoadedModel
+from worker.io.dicom.segmentation import seg_algorithm
 from worker.io.export import write_outputs, write_summary
 from worker.io.files import current_umask, swap_into_place
 from worker.io.mosaic import Mosaic, VivaBlockLayout, decode_error, input_sha256, open_mosaic
@@ -263,6 +264,9 @@ def _segment_into(
             threshold=facts.threshold,
             progress=progress,
             pixel_size_um=model.card.pixel_size_um,  # the TIFFs are at processing resolution
+            algorithm=seg_algorithm(
+                model, params=params, input_sha256=facts.sha256, threshold=facts.threshold
+            ),
         )
     except (pyvips.Error, OSError) as exc:
         raise ExportFailed.because(exc) from None

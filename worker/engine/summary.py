@@ -79,6 +79,7 @@ def build_summary(
         "scorecam": stats.scorecam.as_dict() if stats.scorecam is not None else None,
         "regions": export.regions,
         "layers": export.layers,
+        "dicom": {"segmentations": export.dicom} if export.dicom else None,
         "model": {"name": card.name, "arch": card.arch, "weights_sha256": model.weights_sha256},
         "intended_use": card.intended_use or None,
         "notes": fitness_notes(facts, stats, card.intended_use),

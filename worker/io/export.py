@@ -24,12 +24,14 @@ import pyvips
 from worker.contract import (
     HEAT_HISTOGRAM,
     HEAT_LAYER,
+    HEATMAP_OME_TIFF,
     HEATMAP_TIFF,
     MASK_TIFF,
     MOSAIC_FORMAT,
     REGIONS_GEOJSON,
     SUMMARY_FILE,
 )
+from worker.io.dicom.segmentation import SegAlgorithm, write_segmentations
 from worker.io.mosaic import Mosaic
 from worker.io.pyramid import OVERLAP, TILE_SIZE, dzsave
 from worker.io.regions import regions_geojson
@@ -48,7 +50,7 @@ TIFF_OPTIONS: dict[str, Any] = {
 }
 """Tiled deflate TIFFs at the fastest level: 20 % larger than level 6, 2.5 x faster to write."""
 CHUNK_ROWS = 1024
-STEPS = ("heatmap_tif", "heat_pass", "mask_tif", "regions", "heat_dzi", "histogram")
+STEPS = ("heatmap_tif", "heat_pass", "mask_tif", "regions", "heat_dzi", "histogram", "heatmap_ome_tif")
 
 
 @dataclass
@@ -59,6 +61,8 @@ class ExportResult:
     regions: int
     timings: dict[str, float] = field(default_factory=dict)
     layers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    dicom: dict[str, str] = field(default_factory=dict)
+    """The DICOM Segmentations written (a DICOM mosaic's result): file name to SOP Instance UID."""
 
 
 def _heat_image(heat: np.ndarray) -> pyvips.Image:
@@ -93,6 +97,45 @@ def _resolution(pixel_size_um: float | None) -> dict[str, Any]:
     if not pixel_size_um > 0:
         raise ValueError(f"pixel_size_um must be > 0, got {pixel_size_um}")
     return {"xres": 1000.0 / pixel_size_um, "yres": 1000.0 / pixel_size_um, "resunit": "cm"}
+
+
+OME_XML = """<?xml version="1.0" encoding="UTF-8"?>
+<OME xmlns="http://www.openmicroscopy.org/Schemas/OME/2016-06"
+ xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"
+ xsi:schemaLocation="http://www.openmicroscopy.org/Schemas/OME/2016-06
+ http://www.openmicroscopy.org/Schemas/OME/2016-06/ome.xsd">
+<Image ID="Image:0" Name="heat"><Pixels ID="Pixels:0" DimensionOrder="XYCZT" Type="float" BigEndian="false"
+ SizeX="{width}" SizeY="{height}" SizeC="1" SizeZ="1" SizeT="1"{physical}>
+<Channel ID="Channel:0:0" Name="heat" SamplesPerPixel="1"/><TiffData IFD="0" PlaneCount="1"/></Pixels></Image>
+</OME>"""
+"""The OME-XML of the heat: one float channel, its physical pixel size where known."""
+
+
+def write_heatmap_ome(heatmap_tif: Path, out: Path, pixel_size_um: float | None, *, bigtiff: bool) -> None:
+    """The heat of ``heatmap_tif`` as a pyramidal OME-TIFF (reduced levels in SubIFDs, as QuPath, napari
+    and Bio-Formats read them), with its physical pixel size."""
+    img = pyvips.Image.new_from_file(str(heatmap_tif))
+    physical = (
+        f' PhysicalSizeX="{pixel_size_um:.10g}" PhysicalSizeXUnit="µm"'
+        f' PhysicalSizeY="{pixel_size_um:.10g}" PhysicalSizeYUnit="µm"'
+        if pixel_size_um is not None
+        else ""
+    )
+    img = img.copy()
+    img.set_type(
+        pyvips.GValue.gstr_type,
+        "image-description",
+        OME_XML.format(width=img.width, height=img.height, physical=physical),
+    )
+    img.tiffsave(
+        str(out),
+        pyramid=True,
+        subifd=True,
+        bigtiff=bigtiff,
+        predictor="float",
+        **_resolution(pixel_size_um),
+        **TIFF_OPTIONS,
+    )
 
 
 PASS_ROWS = 64
@@ -154,7 +197,8 @@ def result_layers(mosaic: Mosaic, heat_shape: tuple[int, int], downsample: int) 
 
     ``mosaic`` is the mosaic's own pyramid (the service keeps it with the stored mosaic, the command line in
     ``pyramid/`` of the output folder); ``heat``
-    is stored; ``heatmap`` and ``mask`` are the heat's tiles coloured on request. ``scale`` is mosaic pixels
+    is stored; ``heatmap`` and ``mask`` are the heat's tiles coloured on request; ``heatmap_ome`` is the heat
+    as a pyramidal OME-TIFF file (``heatmap.ome.tif``) for QuPath and napari. ``scale`` is mosaic pixels
     per layer pixel: the viewer draws a layer ``width * scale / mosaic width`` viewport units wide.
     """
     h, w = heat_shape
@@ -165,6 +209,13 @@ def result_layers(mosaic: Mosaic, heat_shape: tuple[int, int], downsample: int) 
         HEAT_LAYER: _layer(w, h, "png", scale=downsample, bits=8),
         "heatmap": _layer(w, h, "png", **rendered),
         "mask": _layer(w, h, "png", **rendered),
+        "heatmap_ome": {
+            "file": HEATMAP_OME_TIFF,
+            "width": w,
+            "height": h,
+            "format": "ome-tiff",
+            "scale": downsample,
+        },
     }
 
 
@@ -179,8 +230,11 @@ def write_outputs(
     threshold: float,
     progress: ProgressFn | None = None,
     pixel_size_um: float | None = None,
+    algorithm: SegAlgorithm | None = None,
 ) -> ExportResult:
-    """Write heatmap.tif, mask.tif, regions.geojson, the heat pyramid and heat_histogram.json into ``out``.
+    """Write heatmap.tif, heatmap.ome.tif, mask.tif, regions.geojson, the heat pyramid and
+    heat_histogram.json into ``out``; for a DICOM mosaic and an ``algorithm``, its two DICOM Segmentations
+    (:mod:`worker.io.dicom.segmentation`).
 
     ``pixel_size_um`` is the processing pixel size; when given, both TIFFs record it (XResolution,
     YResolution in pixels per centimetre, ResolutionUnit 3). Without it they carry libvips' placeholder,
@@ -228,11 +282,29 @@ def write_outputs(
         report("histogram", time.perf_counter() - t0)
         for done in as_completed(running):
             report(running[done], done.result())
+
+    def heatmap_ome_tif() -> None:  # from heatmap.tif once written: the heat is read from disk once more
+        write_heatmap_ome(out / HEATMAP_TIFF, out / HEATMAP_OME_TIFF, pixel_size_um, bigtiff=big)
+
+    report("heatmap_ome_tif", _timed(heatmap_ome_tif))
+    dicom: dict[str, str] = {}
+    if algorithm is not None and mosaic.header.format == "dicom":
+        t0 = time.perf_counter()
+        dicom = write_segmentations(
+            out,
+            source_path=mosaic.source,
+            heat=heat,
+            mask=derived.mask,
+            downsample=downsample,
+            algorithm=algorithm,
+        ).files
+        timings["dicom_segmentations"] = time.perf_counter() - t0
     return ExportResult(
         positive_pixels=derived.positive,
         regions=int(outcome["regions"]),
-        timings={step: timings[step] for step in STEPS},
+        timings={step: timings[step] for step in (*STEPS, "dicom_segmentations") if step in timings},
         layers=result_layers(mosaic, heat.shape, downsample),
+        dicom=dicom,
     )
 
 

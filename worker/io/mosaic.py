@@ -1,9 +1,10 @@
 """Reading RCM mosaics of every supported kind into one 8-bit grey pyvips image. Imports no torch.
 
 Supported: TIFF/BigTIFF (tiled or striped), PNG, JPEG (8 or 16 bit where the format allows), BMP (decoded
-with Pillow: the bundled libvips has no BMP loader) and VivaScope "VivaBlock" folders of field-of-view BMP
-tiles. 16-bit input maps linearly to 8 bit (value/257); multi-band input becomes luminance (Rec. 709
-weights), an alpha band is dropped, and the result says so in its notes.
+with Pillow: the bundled libvips has no BMP loader), VivaScope "VivaBlock" folders of field-of-view BMP
+tiles, and DICOM confocal and whole-slide microscopy images, one file or a series folder
+(:mod:`worker.io.dicom.read`). 16-bit input maps linearly to 8 bit (value/257); multi-band input becomes
+luminance (Rec. 709 weights), an alpha band is dropped, and the result says so in its notes.
 
 VivaBlock assumptions (the exporter writes no grid description we can rely on):
 - tiles are the files ``v0000000.bmp``, ``v0000001.bmp``, ... in name order;
@@ -29,6 +30,7 @@ import pyvips
 from PIL import Image, UnidentifiedImageError
 
 from worker.errors import MosaicTooLarge, UnreadableMosaic, UnsupportedMosaic
+from worker.io.dicom.files import is_dicom_file, is_dicom_folder
 from worker.io.files import sha256_of
 from worker.io.resolution import recorded_pixel_size_um
 
@@ -184,7 +186,9 @@ def _vivablock_header(folder: Path, layout: VivaBlockLayout) -> tuple[MosaicHead
 def probe(path: Path, *, max_pixels: int, layout: VivaBlockLayout | None = None) -> MosaicHeader:
     """Read only the header: size, bands, bit depth and format; enforce the pixel limit."""
     path = Path(path)
-    if path.is_dir():
+    if is_dicom_folder(path) or is_dicom_file(path):
+        header = _dicom_header(path)
+    elif path.is_dir():
         header = _vivablock_header(path, layout or VivaBlockLayout())[0]
     elif not path.is_file():
         raise UnreadableMosaic(f"{path}: no such file")
@@ -206,6 +210,22 @@ def probe(path: Path, *, max_pixels: int, layout: VivaBlockLayout | None = None)
         _check_layout(path, header.bands, BIT_DEPTHS.get(img.format), f"{fmt} {img.format}")
     _check_pixels(path, header.width, header.height, max_pixels)
     return header
+
+
+def _dicom_header(path: Path) -> MosaicHeader:
+    from worker.io.dicom.read import describe  # pydicom only when a mosaic is DICOM (the API probes all)
+
+    info = describe(path)
+    fmt = f"dicom {info.bit_depth}-bit"
+    _check_layout(path, info.bands, info.bit_depth, fmt)
+    return MosaicHeader(
+        width=info.width,
+        height=info.height,
+        bands=info.bands,
+        bit_depth=info.bit_depth,
+        format="dicom",
+        pixel_size_um=info.pixel_size_um,
+    )
 
 
 def _to_grey8(img: pyvips.Image, notes: list[str]) -> pyvips.Image:
@@ -274,6 +294,12 @@ def open_mosaic(path: Path, *, max_pixels: int, layout: VivaBlockLayout | None =
         if header.bands > 1:
             notes.append("3-band input converted to luminance (0.2126 R + 0.7152 G + 0.0722 B)")
         image = pyvips.Image.new_from_array(pixels)
+    elif header.format == "dicom":
+        from worker.io.dicom.read import describe, dicom_image
+
+        info = describe(path)
+        notes.extend(info.notes)
+        image = _to_grey8(dicom_image(info), notes)
     else:
         image = _to_grey8(_vips_open(path, sequential=False), notes)
     return Mosaic(image=image.copy(interpretation="b-w"), header=header, source=path, notes=notes)
@@ -296,7 +322,12 @@ def decode_error(path: Path, exc: pyvips.Error) -> UnreadableMosaic:
 
 
 def input_sha256(path: Path) -> str:
-    """SHA-256 of a file, or of a VivaBlock folder's tiles (names and bytes, in order)."""
+    """SHA-256 of a file, of a DICOM series folder's base level, or of a VivaBlock folder's tiles (names and
+    bytes, in order)."""
+    if is_dicom_folder(path):
+        from worker.io.dicom.read import base_level
+
+        return sha256_of([base_level(path)])
     if path.is_dir():
         return sha256_of(_tiles(path), with_names=True)
     return sha256_of([path])

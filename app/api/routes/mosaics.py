@@ -52,7 +52,7 @@ def _validate(path: Path, *, filename: str, max_pixels: int) -> MosaicHeader:
         if path.stat().st_size == 0:
             raise UnreadableMosaic("the file is empty")
         if sniff_format(path) is None:
-            raise UnsupportedMediaType("not an image rcmseg reads (TIFF, PNG, JPEG or BMP)")
+            raise UnsupportedMediaType("not an image rcmseg reads (TIFF, PNG, JPEG, BMP or DICOM)")
         return verify_readable(path, max_pixels=max_pixels)
     except RcmSegError as exc:
         exc.args = (str(exc).replace(str(path), filename or "upload"),)

@@ -26,7 +26,17 @@ from app.api.errors import FieldError, NotFound, error_responses
 from app.api.paths import INDEX
 from app.api.services import tiles
 from app.api.services.pyramids import Pyramids
-from worker.contract import HEAT_LAYER, LAYERS, MOSAIC_LAYER, RESULT_FILES, SUMMARY_FILE, MetaKey
+from worker.contract import (
+    DICOM_RESULT_FILES,
+    HEAT_LAYER,
+    LAYERS,
+    MOSAIC_LAYER,
+    PROBABILITY_DICOM,
+    RESULT_FILES,
+    SEGMENTATION_DICOM,
+    SUMMARY_FILE,
+    MetaKey,
+)
 from worker.io.colormap import HEATMAP_COLORMAP, TRANSPARENT_BELOW
 from worker.io.tiles import OutsidePyramid
 
@@ -203,6 +213,39 @@ def get_regions(
         downsample=downsample,
     )
     return _file(path, "application/geo+json")
+
+
+def _dicom_file(job_id: str, name: str, owner: str, jobs: QueueDep, storage: StorageDep) -> FileResponse:
+    _, folder = _finished(job_id, owner, jobs, storage)
+    if _summary(folder).get("input", {}).get("format") != "dicom":
+        raise NotFound(
+            f"job {job_id} segmented a mosaic that is not DICOM, so its result has no DICOM Segmentation "
+            "(rcmseg dicomize makes a DICOM image of any mosaic)"
+        )
+    return _file(folder / name, DICOM_RESULT_FILES[name])
+
+
+DICOM_RESPONSE = error_responses(401, 404, also={200: {"content": {"application/dicom": {}}}})
+
+
+@router.get(
+    f"/{SEGMENTATION_DICOM}",
+    response_class=FileResponse,
+    responses=DICOM_RESPONSE,
+    summary="The mask as a BINARY DICOM Segmentation of the job's DICOM mosaic",
+)
+def get_segmentation_dicom(job_id: str, owner: OwnerDep, jobs: QueueDep, storage: StorageDep) -> FileResponse:
+    return _dicom_file(job_id, SEGMENTATION_DICOM, owner, jobs, storage)
+
+
+@router.get(
+    f"/{PROBABILITY_DICOM}",
+    response_class=FileResponse,
+    responses=DICOM_RESPONSE,
+    summary="The heat as a FRACTIONAL (probability) DICOM Segmentation of the job's DICOM mosaic",
+)
+def get_probability_dicom(job_id: str, owner: OwnerDep, jobs: QueueDep, storage: StorageDep) -> FileResponse:
+    return _dicom_file(job_id, PROBABILITY_DICOM, owner, jobs, storage)
 
 
 @router.get(

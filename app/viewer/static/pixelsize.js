@@ -1,6 +1,7 @@
 /*
  * The pixel size a mosaic file records, read in the browser for the cost estimate before any job: OME-XML
- * PhysicalSizeX, else TIFF X/YResolution (per inch or cm), else PNG's pHYs chunk (per metre). Like the
+ * PhysicalSizeX, else TIFF X/YResolution (per inch or cm), else PNG's pHYs chunk (per metre), or DICOM's
+ * first Pixel Spacing (0028,0030) in mm (the shared Pixel Measures functional group comes first). Like the
  * service (worker/io/resolution.py) it gives null when the size is missing, not square or implausible. The
  * service reads the file again for the job, and the result's summary says which pixel size it used.
  */
@@ -11,6 +12,7 @@ const OME_SIZE = /PhysicalSizeX="([0-9.eE+-]+)"(?:[^>]*?PhysicalSizeXUnit="([^"]
 const OME_UNITS_UM = { "µm": 1, um: 1, nm: 1e-3, mm: 1e3 };
 const DESCRIPTION_MAX = 1 << 20;
 const PNG_HEAD = 1 << 16;
+const DICOM_HEAD = 1 << 20; // attributes before the pixel data: the functional groups are there
 
 async function bytes(file, offset, length) {
   return new DataView(await file.slice(offset, offset + length).arrayBuffer());
@@ -22,7 +24,8 @@ export async function recordedPixelSizeUm(file) {
     const head = await bytes(file, 0, 8);
     const tiff = head.byteLength >= 8 && (head.getUint16(0) === 0x4949 || head.getUint16(0) === 0x4d4d);
     const png = head.byteLength >= 8 && head.getUint32(0) === 0x89504e47 && head.getUint32(4) === 0x0d0a1a0a;
-    const size = tiff ? await tiffPixelSize(file, head) : png ? await pngPixelSize(file) : null;
+    const size = tiff ? await tiffPixelSize(file, head) : png ? await pngPixelSize(file)
+      : await dicomPixelSize(file);
     return size !== null && size >= PLAUSIBLE_UM[0] && size <= PLAUSIBLE_UM[1] ? size : null;
   } catch (_error) {
     return null; // unreadable here: the service will say what it reads
@@ -68,6 +71,23 @@ async function pngPixelSize(file) {
       return unit === 1 && x > 0 && x === y ? 1e6 / x : null;
     }
     at += 12 + length;
+  }
+  return null;
+}
+
+/** DICOM Part 10: the first Pixel Spacing element, explicit VR ("DS", 2-byte length) or implicit (4-byte). */
+async function dicomPixelSize(file) {
+  const data = await bytes(file, 0, DICOM_HEAD);
+  if (data.byteLength < 132 || data.getUint32(128) !== 0x4449434d) return null; // "DICM"
+  for (let at = 132; at + 12 <= data.byteLength; at += 2) {
+    if (data.getUint32(at) !== 0x28003000) continue; // tag (0028,0030), little endian
+    const explicit = data.getUint16(at + 4) === 0x4453; // "DS"
+    const length = explicit ? data.getUint16(at + 6, true) : data.getUint32(at + 4, true);
+    const start = at + 8;
+    if (length > 64 || start + length > data.byteLength) continue;
+    const text = new TextDecoder().decode(new Uint8Array(data.buffer, data.byteOffset + start, length));
+    const [rows, cols] = text.trim().split("\\").map(Number);
+    return rows > 0 && Math.abs(rows - cols) <= 1e-3 * rows ? cols * 1000 : null;
   }
   return null;
 }

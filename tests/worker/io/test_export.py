@@ -73,13 +73,14 @@ def test_the_output_folder_holds_every_result(tmp_path: Path, mosaic: Mosaic, he
         "heat.dzi",
         "heat_files",
         "heat_histogram.json",
+        "heatmap.ome.tif",
         "heatmap.tif",
         "mask.tif",
         "regions.geojson",
     ]
     assert result.positive_pixels == 20 * 30 + 10 * 20
     assert result.regions == 2
-    steps = ["heatmap_tif", "heat_pass", "mask_tif", "regions", "heat_dzi", "histogram"]
+    steps = ["heatmap_tif", "heat_pass", "mask_tif", "regions", "heat_dzi", "histogram", "heatmap_ome_tif"]
     assert list(result.timings) == steps and all(t >= 0 for t in result.timings.values())
     assert reports == [Progress("export", i, len(steps)) for i in range(1, len(steps) + 1)]
 
@@ -99,6 +100,13 @@ def test_the_layers_are_listed_with_their_sizes(tmp_path: Path, mosaic: Mosaic, 
             **tiles,
         },
         "mask": {"width": 150, "height": 100, "format": "png", "scale": K, "rendered_from": "heat", **tiles},
+        "heatmap_ome": {
+            "file": "heatmap.ome.tif",
+            "width": 150,
+            "height": 100,
+            "format": "ome-tiff",
+            "scale": K,
+        },
     }
 
 

@@ -1,0 +1,123 @@
+"""``rcmseg dicomize`` (any mosaic as a VL Whole Slide Microscopy image) and ``rcmseg dicomweb`` (a series of
+a PACS segmented, its Segmentations stored back): argument parsing only; the work is in
+:mod:`worker.io.dicom`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from app.cli.options import add_device_options, add_model_option, add_step_and_sigma, positive_int
+
+log = logging.getLogger("rcmseg.dicom")
+
+MAX_PIXELS = 2 * 12000 * 12000
+
+
+def register(sub: Any) -> None:
+    _register_dicomize(sub)
+    _register_dicomweb(sub)
+
+
+def _register_dicomize(sub: Any) -> None:
+    p = sub.add_parser(
+        "dicomize",
+        help="write a mosaic as a DICOM VL Whole Slide Microscopy image",
+        description="Write any mosaic rcmseg reads (TIFF, PNG, JPEG, BMP, a VivaBlock folder, DICOM) as an "
+        "8-bit grey DICOM VL Whole Slide Microscopy image with its pixel size, tiled 256 x 256, so that "
+        "its result can be a DICOM Segmentation that references it. Patient and study fields are empty "
+        "(anonymous) unless given; every UID is derived from the mosaic's bytes and those fields.",
+    )
+    p.add_argument("input", type=Path, metavar="MOSAIC", help="the mosaic file or folder")
+    p.add_argument("--out", type=Path, required=True, metavar="FILE.dcm", help="the DICOM file to write")
+    p.add_argument(
+        "--pixel-size-um",
+        type=float,
+        default=None,
+        help="um per pixel (default: what the file records; required when it records none)",
+    )
+    p.add_argument("--patient-name", default="", help="Patient's Name, as Family^Given (default empty)")
+    p.add_argument("--patient-id", default="", help="Patient ID (default empty)")
+    p.add_argument("--study-uid", default="", help="Study Instance UID (default: derived from the mosaic)")
+    p.add_argument("--accession", default="", help="Accession Number (default empty)")
+    p.add_argument("--study-id", default="", help="Study ID (default empty)")
+    p.add_argument("--max-pixels", type=positive_int, default=MAX_PIXELS, help="refuse larger mosaics")
+    p.add_argument("--grid-cols", type=positive_int, default=None, help="VivaBlock: tiles per row")
+    p.add_argument("--serpentine", action="store_true", help="VivaBlock: every other row runs right to left")
+    p.set_defaults(func=run_dicomize)
+
+
+def study_fields(args: argparse.Namespace) -> Any:
+    from models.errors import InvalidParameter
+    from worker.io.dicom.dicomize import StudyFields, valid_uid
+
+    if args.study_uid and not valid_uid(args.study_uid):
+        raise InvalidParameter(f"--study-uid: {args.study_uid!r} is not a DICOM UID (digits and dots)")
+    return StudyFields(
+        patient_name=args.patient_name,
+        patient_id=args.patient_id,
+        study_uid=args.study_uid,
+        accession_number=args.accession,
+        study_id=args.study_id,
+    )
+
+
+def run_dicomize(args: argparse.Namespace) -> int:
+    from models.errors import InvalidParameter
+    from worker.io.dicom.dicomize import dicomize
+    from worker.io.mosaic import VivaBlockLayout
+
+    if args.pixel_size_um is not None and not args.pixel_size_um > 0:
+        raise InvalidParameter(f"--pixel-size-um must be > 0, got {args.pixel_size_um}")
+    ds = dicomize(
+        args.input,
+        args.out,
+        fields=study_fields(args),
+        max_pixels=args.max_pixels,
+        pixel_size_um=args.pixel_size_um,
+        layout=VivaBlockLayout(cols=args.grid_cols, serpentine=args.serpentine),
+    )
+    print(
+        json.dumps(
+            {
+                "out": str(args.out),
+                "study_uid": str(ds.StudyInstanceUID),
+                "series_uid": str(ds.SeriesInstanceUID),
+                "sop_instance_uid": str(ds.SOPInstanceUID),
+            }
+        )
+    )
+    return 0
+
+
+def _register_dicomweb(sub: Any) -> None:
+    p = sub.add_parser(
+        "dicomweb",
+        help="segment a series of a PACS over DICOMweb and store the Segmentations back",
+        description="Fetch a series over WADO-RS (the study's first confocal or slide microscopy series "
+        "unless --series names one), segment it here (or on a running rcmseg service with --server), "
+        "and store its two DICOM Segmentations (binary mask, probability) back with STOW-RS. The "
+        "Segmentations' UIDs derive from the result, so a second run stores nothing new.",
+    )
+    p.add_argument("--url", required=True, help="the DICOMweb root of the PACS (e.g. http://pacs/dicom-web)")
+    p.add_argument("--study", required=True, metavar="UID", help="Study Instance UID")
+    p.add_argument("--series", default=None, metavar="UID", help="Series Instance UID (default: found)")
+    p.add_argument(
+        "--server", default=None, metavar="URL", help="segment on this rcmseg service instead of here"
+    )
+    p.add_argument("--token-file", type=Path, default=None, help="the service's token (with --server)")
+    p.add_argument("--work", type=Path, default=None, help="keep the series and the result in this folder")
+    add_model_option(p)
+    add_step_and_sigma(p)
+    add_device_options(p)
+    p.add_argument("--max-pixels", type=positive_int, default=MAX_PIXELS, help="refuse larger mosaics")
+    p.set_defaults(func=run_dicomweb)
+
+
+def run_dicomweb(args: argparse.Namespace) -> int:
+    from app.cli.dicomweb_run import run
+
+    return run(args)

@@ -1,0 +1,117 @@
+"""Reading DICOM mosaics: every layout and decodable transfer syntax gives the pixels it was built from, with
+the pixel size the file records; objects that are not mosaics are refused by SOP class."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.uid import MPEG2MPML, UID, JPEG2000Lossless, JPEGLSLossless, RLELossless
+
+from tests.worker.io.dicom.objects import (
+    confocal_single,
+    confocal_tiled,
+    ct_image,
+    jpeg_baseline,
+    phantom_pixels,
+    save,
+    wsm,
+)
+from worker.errors import UnsupportedMosaic
+from worker.io.dicom.read import describe
+from worker.io.mosaic import input_sha256, open_mosaic, probe
+
+LIMIT = 10**8
+
+
+def _read(path: Path) -> np.ndarray:
+    mosaic = open_mosaic(path, max_pixels=LIMIT)
+    return np.asarray(mosaic.image.numpy()).reshape(mosaic.image.height, mosaic.image.width)
+
+
+@pytest.mark.parametrize(
+    ("build", "words"),
+    [
+        (lambda a: confocal_single(a), "shared Pixel Measures"),
+        (lambda a: confocal_single(a, spacing="per-frame"), "first frame's Pixel Measures"),
+        (lambda a: confocal_single(a, spacing="top"), "top-level attribute"),
+        (lambda a: confocal_tiled(a), "tiled full"),
+        (lambda a: confocal_tiled(a, sparse=True), "tiled sparse"),
+        (lambda a: wsm(a), "VL Whole Slide Microscopy"),
+    ],
+    ids=["single-shared", "single-per-frame", "single-top", "tiled-full", "tiled-sparse", "wsm"],
+)
+def test_each_layout_reads_back_exactly(tmp_path: Path, build, words: str) -> None:  # type: ignore[no-untyped-def]
+    pixels = phantom_pixels()
+    path = save(build(pixels), tmp_path / "m.dcm")
+    header = probe(path, max_pixels=LIMIT)
+    assert (header.format, header.width, header.height, header.pixel_size_um) == ("dicom", 420, 300, 0.5)
+    assert np.array_equal(_read(path), pixels)
+    assert any(words in note for note in open_mosaic(path, max_pixels=LIMIT).notes)
+
+
+@pytest.mark.parametrize("syntax", [RLELossless, JPEGLSLossless, JPEG2000Lossless], ids=lambda s: s.name)
+def test_lossless_compressed_frames_decode_exactly(tmp_path: Path, syntax: UID) -> None:
+    pixels = phantom_pixels()
+    ds = wsm(pixels)
+    ds.compress(syntax)
+    path = save(ds, tmp_path / "m.dcm")
+    assert np.array_equal(_read(path), pixels)
+    assert syntax.name in open_mosaic(path, max_pixels=LIMIT).notes[0]
+
+
+def test_jpeg_baseline_frames_decode_close_to_the_source(tmp_path: Path) -> None:
+    pixels = np.tile(np.linspace(0, 255, 420, dtype=np.uint8), (300, 1))  # smooth: JPEG keeps it well
+    path = save(jpeg_baseline(wsm(pixels)), tmp_path / "m.dcm")
+    assert np.abs(_read(path).astype(int) - pixels).max() <= 8
+
+
+def test_a_transfer_syntax_without_a_decoder_is_refused_by_name(tmp_path: Path) -> None:
+    path = save(jpeg_baseline(wsm(phantom_pixels())), tmp_path / "m.dcm")
+    ds = pydicom.dcmread(path)
+    ds.file_meta.TransferSyntaxUID = MPEG2MPML  # a video syntax no image decoder reads
+    ds.save_as(path)
+    with pytest.raises(
+        UnsupportedMosaic, match=r"MPEG2 .*1\.2\.840\.10008\.1\.2\.4\.100\).*no installed decoder"
+    ):
+        probe(path, max_pixels=LIMIT)
+
+
+def test_objects_that_are_not_mosaics_are_refused_by_sop_class(tmp_path: Path) -> None:
+    ct = save(ct_image(), tmp_path / "ct.dcm")
+    with pytest.raises(
+        UnsupportedMosaic, match=r"CT Image Storage object \(SOP class 1\.2\.840\.10008\.5\.1\.4\.1\.1\.2\)"
+    ):
+        probe(ct, max_pixels=LIMIT)
+
+
+def test_a_series_folder_reads_its_base_level(tmp_path: Path) -> None:
+    pixels = phantom_pixels()
+    folder = tmp_path / "series"
+    base = wsm(pixels)
+    thumbnail = wsm(pixels[::4, ::4].copy(), key="thumb")
+    thumbnail.SeriesInstanceUID = base.SeriesInstanceUID
+    thumbnail.ImageType = ["DERIVED", "PRIMARY", "THUMBNAIL", "RESAMPLED"]
+    level = wsm(pixels[::2, ::2].copy(), key="level")
+    level.SeriesInstanceUID = base.SeriesInstanceUID
+    save(thumbnail, folder / "a.dcm")
+    save(level, folder / "b.dcm")
+    save(base, folder / "c.dcm")
+    assert describe(folder).path == folder / "c.dcm"
+    assert np.array_equal(_read(folder), pixels)
+    assert input_sha256(folder) == input_sha256(folder / "c.dcm")
+
+
+def test_a_folder_of_two_series_is_refused(tmp_path: Path) -> None:
+    save(wsm(phantom_pixels()), tmp_path / "s" / "a.dcm")
+    save(wsm(phantom_pixels(seed=1), key="other"), tmp_path / "s" / "b.dcm")
+    with pytest.raises(UnsupportedMosaic, match="2 series"):
+        probe(tmp_path / "s", max_pixels=LIMIT)
+
+
+def test_the_pixel_limit_is_checked_from_the_header(tmp_path: Path) -> None:
+    path = save(wsm(phantom_pixels()), tmp_path / "m.dcm")
+    with pytest.raises(ValueError, match="exceeds the limit"):
+        probe(path, max_pixels=1000)
