@@ -58,6 +58,14 @@ def register_phantom(sub: argparse._SubParsersAction) -> None:
         "2 um/px); --max-side-um 1000 alone makes 500 px mosaics in about a second each, for a quick try",
     )
     p.add_argument("--workers", type=int, default=1, help="processes rendering in parallel (default 1)")
+    p.add_argument(
+        "--difficulty",
+        default="default",
+        help="how far benign and aspecific patterns overlap: 'default' (today's phantoms, bit for bit), a "
+        "preset ('hard', 'harder') or NAME=VALUE settings, alone or after a preset ('hard,noise=0.2'); "
+        "NAME: contrast (0.1..1, 1 = today's), overlap, mimics, noise (0..1, 0 = today's), boundary_um "
+        "(0..100); see docs/phantom.md",
+    )
     p.set_defaults(func=run_phantom)
 
 
@@ -65,8 +73,10 @@ def run_phantom(args: argparse.Namespace) -> int:
     logging.getLogger("pyvips").setLevel(logging.WARNING)
     from tqdm import tqdm
 
+    from models.phantom import parse_difficulty
     from worker.datasets.phantom_files import PhantomRun, generate_phantoms
 
+    difficulty = parse_difficulty(args.difficulty)
     if args.count < 1:
         raise InvalidParameter(f"--count must be >= 1, got {args.count}")
     min_side_um = min(MIN_SIDE_UM, args.max_side_um) if args.min_side_um is None else args.min_side_um
@@ -83,6 +93,7 @@ def run_phantom(args: argparse.Namespace) -> int:
         min_side=round(min_side_um / args.pixel_size_um),
         max_side=round(args.max_side_um / args.pixel_size_um),
         pixel_size_um=args.pixel_size_um,
+        difficulty=difficulty,
     )
     # disable=None: no bar when stderr is not a terminal
     with tqdm(total=args.count, unit="mosaic", desc="phantom", disable=None) as bar:
@@ -93,7 +104,10 @@ def run_phantom(args: argparse.Namespace) -> int:
     total = sum(int(str(r["width"])) * int(str(r["height"])) for r in rows)
     share = 100.0 * labelled / total
     unit = "mosaic" if len(rows) == 1 else "mosaics"
-    log.info("%d %s in %s, %.1f %% of pixels labelled", len(rows), unit, args.out, share)
+    log.info(
+        "%d %s in %s (difficulty %s), %.1f %% of pixels labelled",
+        len(rows), unit, args.out, difficulty.describe(), share,
+    )  # fmt: skip
     return 0
 
 

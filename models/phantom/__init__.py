@@ -5,6 +5,7 @@ Pure array code: ``render_phantom`` returns arrays; ``worker.datasets.phantom_fi
 
 from __future__ import annotations
 
+from models.phantom.difficulty import PRESETS, Difficulty, parse_difficulty
 from models.phantom.generate import (
     FIELD_UM,
     LEAST_SIDE_UM,
@@ -24,9 +25,12 @@ __all__ = [
     "MAX_SIDE_UM",
     "MILD",
     "MIN_SIDE_UM",
+    "PRESETS",
+    "Difficulty",
     "Phantom",
     "PhantomParams",
     "mosaic_rng",
+    "parse_difficulty",
     "phantom_params",
     "render_phantom",
 ]

@@ -7,6 +7,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from models.errors import InvalidParameter
+from models.phantom.difficulty import (
+    Difficulty,
+    border_sigma_um,
+    difficulty_rng,
+    extra_speckle,
+    harden_acquisition,
+    harden_texture,
+    uncertain_labels,
+)
 from models.phantom.layout import make_layout
 from models.phantom.noise import blur, smooth_field
 from models.phantom.nuisance import field_gain, furrows, illumination, speckle
@@ -77,37 +86,69 @@ def _bbox(mask: np.ndarray) -> tuple[slice, slice]:
     return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
 
 
-def compose(rng: np.random.Generator, texture: np.ndarray, px: float) -> np.ndarray:
-    """Blend every pattern's texture with soft (about 8 um) borders; each has a similar mean reflectance."""
+def compose(
+    rng: np.random.Generator,
+    texture: np.ndarray,
+    px: float,
+    *,
+    difficulty: Difficulty | None = None,
+    hard_rng: np.random.Generator | None = None,
+) -> np.ndarray:
+    """Blend every pattern's texture with soft (about 8 um) borders; each has a similar mean reflectance.
+
+    A ``difficulty`` other than the default changes each texture (:func:`harden_texture`) with draws from
+    ``hard_rng`` only, and widens the borders.
+    """
+    hard = None if difficulty is None or difficulty.is_default or hard_rng is None else (difficulty, hard_rng)
+    border = 8.0 if hard is None else border_sigma_um(hard[0])
     tissue = np.zeros(texture.shape, dtype=np.float32)
     for code in sorted(int(c) for c in np.unique(texture) if c > 0):
-        weight = blur((texture == code).astype(np.float32), 8.0 * px)
+        weight = blur((texture == code).astype(np.float32), border * px)
         rows, cols = _bbox(weight > 2e-3)
         tex = RENDERERS[code](rng, (rows.stop - rows.start, cols.stop - cols.start), px)
         region = texture[rows, cols] == code
+        if hard is not None:
+            tex = harden_texture(hard[1], tex, code, px, hard[0])
         # class means are drawn from one distribution, so brightness alone does not tell classes apart
         scale = np.clip(rng.uniform(0.18, 0.27) / max(float(tex[region].mean()), 1e-3), 0.7, 1.4)
         tissue[rows, cols] += weight[rows, cols] * np.clip(tex, 0.0, None) * scale
     return tissue
 
 
-def render_phantom(params: PhantomParams, *, seed: int, index: int = 0) -> Phantom:
-    """Render mosaic ``index`` of the run seeded ``seed``; identical inputs give identical pixels."""
+def render_phantom(
+    params: PhantomParams, *, seed: int, index: int = 0, difficulty: Difficulty | None = None
+) -> Phantom:
+    """Render mosaic ``index`` of the run seeded ``seed``; identical inputs give identical pixels.
+
+    ``difficulty`` (:mod:`models.phantom.difficulty`): None or the default gives today's phantoms bit for
+    bit; harder settings keep the layout and the pattern draws and add their effects on top.
+    """
+    d = None if difficulty is None or difficulty.is_default else difficulty
     rng = mosaic_rng(seed, index)
+    hard_rng = difficulty_rng(seed, index)
     shape = (params.height, params.width)
     px = params.px_per_um
     field_px = FIELD_UM * px
     layout = make_layout(rng, shape, px, field_px)
-    tissue = compose(rng, layout.texture, px)
+    tissue = compose(rng, layout.texture, px, difficulty=d, hard_rng=hard_rng)
     tissue *= np.exp(0.15 * smooth_field(rng, shape, rng.uniform(250.0, 500.0) * px))
     mult, add = furrows(rng, shape, px)
     tissue = tissue * mult + add
     tissue *= field_gain(rng, shape, field_px) * illumination(rng, shape, px)
     tissue = rng.uniform(0.8, 1.25) * np.power(np.clip(tissue, 0.0, None), rng.uniform(0.85, 1.15))
+    if d is not None:
+        tissue = harden_acquisition(hard_rng, tissue, px, d)
     # calibrated on a real tile: about 15 % fine-scale noise at 0.5 um/px, 8 % at 2 um/px
     looks = 40.0 * params.pixel_size_um / 0.5 * rng.uniform(0.5, 1.5)
     tissue *= speckle(rng, shape, looks)
+    if d is not None:
+        more = extra_speckle(hard_rng, shape, looks, d)
+        if more is not None:
+            tissue *= more
     tissue += rng.uniform(0.1, 0.18) + rng.normal(0.0, 0.006, shape).astype(np.float32)
     tissue[~layout.scanned] = rng.uniform(0.0, 0.006, int((~layout.scanned).sum()))
     image = np.clip(np.rint(tissue * 255.0), 0, 255).astype(np.uint8)
-    return Phantom(image=image, labels=layout.labels, texture=layout.texture)
+    labels = layout.labels
+    if d is not None:
+        labels = uncertain_labels(hard_rng, labels, layout.scanned, px, d)
+    return Phantom(image=image, labels=labels, texture=layout.texture)

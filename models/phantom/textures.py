@@ -161,6 +161,16 @@ def aspecific(rng: np.random.Generator, shape: Shape, px: float) -> np.ndarray:
     return tex + _u(rng, 0.25, 0.4) * _dendrites(rng, shape, px, dendrite_density)
 
 
+def mimic_cells(rng: np.random.Generator, shape: Shape, px: float, strength: float) -> np.ndarray:
+    """Bright dendritic and pleomorphic cells in benign tissue (inflammation, sun damage, trauma), at up to
+    the aspecific pattern's density and brightness (``strength`` 0..1); added to a texture."""
+    area_um2 = 1.0 / (px * px)
+    cell_density = strength * area_um2 / _u(rng, 25.0, 45.0) ** 2
+    dendrite_density = strength * area_um2 / _u(rng, 60.0, 110.0) ** 2
+    tex = _u(rng, 0.2, 0.35) * _pleomorphic(rng, shape, px, cell_density)
+    return tex + _u(rng, 0.25, 0.4) * _dendrites(rng, shape, px, dendrite_density)
+
+
 def _streaks(rng: np.random.Generator, shape: Shape, px: float, base: np.ndarray) -> np.ndarray:
     h, w = shape
     canvas = np.zeros(shape, dtype=np.float32)

@@ -3,34 +3,39 @@
 from __future__ import annotations
 
 import csv
+import json
 import logging
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pyvips
 
 from models.labels import LABEL_CODES
-from models.phantom import phantom_params, render_phantom
+from models.phantom import Difficulty, phantom_params, render_phantom
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.csv"
+DIFFICULTY_FILE = "difficulty.json"
+"""Beside the manifest when the phantoms are harder than the default: the settings they were drawn with."""
 MANIFEST_FIELDS = ["id", "patient", "width", "height", "pixel_size_um", *LABEL_CODES.values()]
 LABEL_SUFFIX = "_labels"
 
 
 @dataclass(frozen=True, kw_only=True)
 class PhantomRun:
-    """What to generate: ``count`` mosaics of run ``seed``, sides drawn in ``min_side..max_side`` px."""
+    """What to generate: ``count`` mosaics of run ``seed``, sides drawn in ``min_side..max_side`` px, at
+    ``difficulty`` (:mod:`models.phantom.difficulty`; the default draws today's phantoms bit for bit)."""
 
     count: int
     seed: int
     min_side: int = 1750
     max_side: int = 3000
     pixel_size_um: float = 2.0
+    difficulty: Difficulty = field(default_factory=Difficulty)
 
 
 def mosaic_id(seed: int, index: int) -> str:
@@ -55,7 +60,7 @@ def _render_one(out: Path, run: PhantomRun, index: int) -> dict[str, object]:
         max_side=run.max_side,
         pixel_size_um=run.pixel_size_um,
     )
-    phantom = render_phantom(params, seed=run.seed, index=index)
+    phantom = render_phantom(params, seed=run.seed, index=index, difficulty=run.difficulty)
     name = mosaic_id(run.seed, index)
     write_image(out / f"{name}.tif", phantom.image, pixel_size_um=run.pixel_size_um)
     write_image(out / f"{name}{LABEL_SUFFIX}.png", phantom.labels)
@@ -98,13 +103,20 @@ def generate_phantoms(
     workers: int = 1,
     on_mosaic: Callable[[dict[str, object]], None] | None = None,
 ) -> list[dict[str, object]]:
-    """Write ``run.count`` mosaics, their label maps and the manifest into ``out``."""
+    """Write ``run.count`` mosaics, their label maps and the manifest into ``out`` (and, for phantoms
+    harder than the default, ``difficulty.json``)."""
     rows = []
     for row in iter_phantoms(out, run, workers=workers):
         rows.append(row)
         if on_mosaic is not None:
             on_mosaic(row)
     write_manifest(out, rows)
+    record = out / DIFFICULTY_FILE
+    if run.difficulty.is_default:
+        record.unlink(missing_ok=True)
+    else:
+        spec = {"seed": run.seed, "count": run.count, "difficulty": run.difficulty.as_dict()}
+        record.write_text(json.dumps(spec, indent=1) + "\n", encoding="utf-8")
     unit = "mosaic" if len(rows) == 1 else "mosaics"
     log.info("wrote %d phantom %s and %s to %s", len(rows), unit, MANIFEST, out)
     return rows
