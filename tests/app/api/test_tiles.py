@@ -26,6 +26,7 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from app.api import create_app
+from app.api.services import tiles
 from app.settings import Settings, load_settings
 from app.storage import Storage
 from tests.app.conftest import TOKENS
@@ -295,6 +296,36 @@ def test_regions_at_a_threshold_are_computed_once_and_kept(
     assert len(cached) == 1
     bad = client.get(f"/v1/jobs/{job_id}/regions.geojson?threshold=2", headers=ALICE)
     assert bad.status_code == 422 and bad.json()["field"] == "threshold"
+
+
+def test_regions_thresholds_are_rounded_and_their_cache_is_bounded(
+    client: TestClient, settings: Settings, uploaded: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tiles, "REGIONS_CACHE_FILES", 5)
+    mosaic_id, path = uploaded
+    job_id = finished_job(settings, "alice", mosaic_id, path)
+    url = f"/v1/jobs/{job_id}/regions.geojson"
+    first = client.get(f"{url}?threshold=0.25", headers=ALICE).json()
+    (cache,) = list((Storage(settings.data_dir).results / "alice").glob("*/cache"))
+    for i in range(1, 201):  # 200 thresholds 1e-9 apart: one computation, one file
+        near = client.get(f"{url}?threshold={0.25 + i * 1e-9!r}", headers=ALICE)
+        assert near.status_code == 200 and near.json() == first
+    assert [p.name for p in cache.iterdir()] == ["regions-0.25.geojson"]
+    assert (
+        client.get(f"{url}?threshold=0.50000001", headers=ALICE).json()
+        == client.get(url, headers=ALICE).json()
+    )
+    assert len(list(cache.iterdir())) == 1  # rounded to the job's own threshold: its file, no new one
+    counts = []
+    for i in range(12):
+        assert client.get(f"{url}?threshold={0.3 + i * 0.01:.2f}", headers=ALICE).status_code == 200
+        counts.append(len(list(cache.glob("regions-*.geojson"))))
+    assert max(counts) == 5 and counts[-1] == 5  # never past the limit
+    assert (cache / "regions-0.41.geojson").is_file()  # the last one asked for is kept
+    assert not (cache / "regions-0.25.geojson").exists()  # the least recently used went first
+    again = client.get(f"{url}?threshold=0.25", headers=ALICE)
+    assert again.status_code == 200 and again.json() == first  # computed again when asked again
+    assert [p for p in cache.iterdir() if not p.name.startswith("regions-")] == []
 
 
 def test_the_histogram_gives_the_area_at_any_threshold(
