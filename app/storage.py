@@ -25,6 +25,7 @@ import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from app.datafiles import PARTIAL_NAME, age, alive, children, host_tag, remove, subdirs
@@ -57,7 +58,8 @@ class MosaicRecord(MosaicHeader):
     sha256: str
     size_bytes: int
     filename: str
-    created_at: float
+    created_at: str
+    """When it was first uploaded, ISO 8601 in UTC (records written before say Unix seconds; read as such)."""
     source: str
 
 
@@ -136,6 +138,8 @@ class Storage:
         if folder is None:
             return None
         data = json.loads((folder / MOSAIC_RECORD).read_text(encoding="utf-8"))
+        if isinstance(data.get("created_at"), int | float):  # a record written before times were ISO 8601
+            data["created_at"] = datetime.fromtimestamp(data["created_at"], tz=UTC).isoformat()
         return MosaicRecord(**data)
 
     def list_mosaics(self, owner: str) -> list[MosaicRecord]:
@@ -169,7 +173,7 @@ class Storage:
             sha256=sha256,
             size_bytes=partial.stat().st_size,
             filename=filename,
-            created_at=time.time(),
+            created_at=datetime.now(UTC).isoformat(),
             source=source,
         )
         try:

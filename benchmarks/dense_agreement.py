@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from benchmarks import common
+from models.method import PLAIN_AVERAGING, Sigma
 from models.metrics.dice import dice_sweep
 from models.metrics.roc import mosaic_histogram
 from worker.datasets.annotated import AnnotatedMosaic, labels_for
@@ -62,7 +63,7 @@ class Tally:
 
 
 def compare_mosaic(
-    mosaic: AnnotatedMosaic, model: LoadedModel, sigmas: list[float | None], tally: Tally
+    mosaic: AnnotatedMosaic, model: LoadedModel, sigmas: list[Sigma], tally: Tally
 ) -> dict[str, Any]:
     """Exact and both dense variants on one mosaic, added to ``tally``; returns the mosaic's times."""
     card = model.card
@@ -106,7 +107,7 @@ def compare_mosaic(
     return times
 
 
-def sigma_row(i: int, units: float | None, sigma: float | None, tally: Tally) -> dict[str, Any]:
+def sigma_row(i: int, units: float | None, sigma: Sigma, tally: Tally) -> dict[str, Any]:
     """One sigma's pooled AUC and best Dice per mode, and each dense variant's distance from exact."""
     row: dict[str, Any] = {"sigma_units": units, "sigma_px": sigma}
     for mode in MODES:
@@ -132,7 +133,7 @@ def main() -> int:
     model = load_model(args.model, "cpu")
     stride = output_stride(model)
     units = [None if s.lower() == "none" else float(s) for s in args.sigmas]
-    sigmas = [None if u is None else u * stride for u in units]
+    sigmas: list[Sigma] = [PLAIN_AVERAGING if u is None else u * stride for u in units]
     split = load_split(args.mosaics, split=args.split, patches=args.patches, max_mosaics=args.max_mosaics)
     tally = Tally(len(sigmas))
     per_mosaic = []

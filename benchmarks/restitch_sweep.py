@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from benchmarks import common
+from models.method import PLAIN_AVERAGING, Sigma
 from worker.engine.accumulate import stitch_windows
 from worker.engine.device import default_batch_size
 from worker.engine.network_pass import WindowStats, run_windows
@@ -80,7 +81,7 @@ def time_both(
     """``single`` and ``sweep`` alternately, ``repeat`` times each."""
     window = model.card.window
     stride = output_stride(model)
-    sigmas = [None if u is None else u * stride for u in SIGMA_UNITS]
+    sigmas: list[Sigma] = [PLAIN_AVERAGING if u is None else u * stride for u in SIGMA_UNITS]
     grid = WindowGrid(height=image.shape[0], width=image.shape[1], window=window, step=params.step)
     batch = default_batch_size(torch.device("cpu"), window)
     single_sigma = 5.0 * stride

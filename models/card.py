@@ -2,34 +2,38 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from models.errors import InvalidModel
+from models.method import PLAIN_AVERAGING, CamMethod, Sigma, Step, Threshold
 
 PAPER_SIGMA_WINDOWS = 5 / 8
 """The paper's best CAM rows stitch with sigma = 5 x the output stride of 32 px at 256 px windows (160 px)."""
 
 
 class MethodDefaults(BaseModel):
-    """The defaults of a model's method: what a request that does not say gets.
+    """The defaults of a model's method: what a request that does not say gets (the one source of the cam,
+    step, sigma and threshold a run takes when it is not given them).
 
-    ``sigma_px`` is the Gaussian's sigma in processing pixels; ``None`` is plain averaging. ``chosen_by``
-    says how they were chosen (for the shipped model: the command of its validation run).
+    ``sigma`` is in processing pixels, ``"none"`` for plain averaging. ``chosen_by`` says how they were
+    chosen (for the shipped model: the command of its validation run). Cards written before the field was
+    named ``sigma`` say ``sigma_px`` (``null`` for plain averaging), and are read as they are.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    cam: Literal["cam", "scorecam"] = "cam"
-    step: int = Field(25, ge=1)
-    sigma_px: float | None = Field(gt=0)
-    threshold: float = Field(ge=0, le=1)
+    cam: CamMethod = "cam"
+    step: Step = 25
+    sigma: Sigma = Field(validation_alias=AliasChoices("sigma", "sigma_px"))
+    threshold: Threshold
     chosen_by: str = ""
 
-    def value_of(self, name: str) -> Any:
-        """A default by the engine's field name (``sigma`` for ``sigma_px``)."""
-        return self.sigma_px if name == "sigma" else getattr(self, name)
+    @field_validator("sigma", mode="before")
+    @classmethod
+    def _older_cards(cls, value: object) -> object:
+        return PLAIN_AVERAGING if value is None else value
 
 
 class ModelCard(BaseModel):
@@ -50,7 +54,8 @@ class ModelCard(BaseModel):
     mean: list[float] = Field(min_length=1)
     std: list[float] = Field(min_length=1)
     positive_class: str = Field(min_length=1)
-    threshold: float = Field(ge=0, le=1)
+    threshold: Threshold
+    """The threshold of a card without ``defaults``; read only through ``method_defaults()``."""
     training: dict[str, Any] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict)
     defaults: MethodDefaults | None = None
@@ -65,7 +70,7 @@ class ModelCard(BaseModel):
         return MethodDefaults(
             cam="cam",
             step=25,
-            sigma_px=self.window * PAPER_SIGMA_WINDOWS,
+            sigma=self.window * PAPER_SIGMA_WINDOWS,
             threshold=self.threshold,
             chosen_by="the paper's best CAM row (D'Alonzo et al. 2021, Table 2)",
         )

@@ -24,6 +24,7 @@ import pyvips
 import torch
 
 from models.cam.classic import cam_windows
+from models.method import Sigma
 from models.precision import PRECISIONS
 from worker.engine.device import default_batch_size
 from worker.engine.options import RunOptions
@@ -32,7 +33,7 @@ from worker.io.checkpoint import LoadedModel
 from worker.io.export import STEPS as EXPORT_STEPS
 from worker.io.mosaic import open_mosaic
 from worker.io.pyramid import build_mosaic_pyramid
-from worker.params import Mode, Precision, SegmentParams
+from worker.params import MethodParams, Mode, Precision
 from worker.provenance import cpu_name
 
 
@@ -43,7 +44,7 @@ class BenchConfig:
     input_size: int = 12000
     downsample: int = 4
     step: int = 25
-    sigma: float | str | None = None
+    sigma: Sigma | None = None
     """Processing px, ``"none"`` for plain averaging, ``None`` for the model card's default."""
     precision: Precision = "fp32"
     batch_size: int | None = None
@@ -139,7 +140,7 @@ def run_bench(model: LoadedModel, config: BenchConfig, *, workdir: Path | None =
         t0 = time.perf_counter()
         make_bench_mosaic(mosaic, config.input_size)
         generate_s = time.perf_counter() - t0
-        params = SegmentParams.from_values(asdict(config), defaults=model.card.method_defaults())
+        params = MethodParams.parse(asdict(config)).resolve(model.card.method_defaults())
         options = RunOptions(batch_size=batch, workdir=str(work))
         warm = work / "warm.tif"
         make_bench_mosaic(warm, model.card.window * config.downsample * 2)

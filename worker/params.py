@@ -1,123 +1,177 @@
-"""The method's parameters: everything that changes what the engine computes. Imports no torch."""
+"""The method's parameters: one schema from the HTTP body, the command line, a job's keyword arguments or a
+bench config to the engine. Imports no torch (the API validates requests with it).
+
+``MethodParams`` is what a door may say: the method fields (cam, step, sigma, threshold) left out take the
+model card's defaults, ``parallel`` left out the deployment's. ``SegmentParams`` derives from it with every
+value resolved, as the engine runs it. Each field has one name, one set of constraints and one validator
+(the shared types of :mod:`models.method` and those below); the one check that needs the model's window
+(``step`` at most the window) is ``worker.plan.plan_mosaic``'s. A refusal reads ``field: reason`` at every
+door (:func:`invalid`, :func:`invalid_from`), as the API's 422 body says it.
+"""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
-from typing import Any, Literal, Protocol
+from typing import Annotated, Any, Final, Literal
 
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, ValidationError
+
+from models.card import MethodDefaults
 from models.errors import InvalidParameter
+from models.method import PLAIN_AVERAGING, CamMethod, Sigma, Step, Threshold
 
-CamMethod = Literal["cam", "scorecam"]
+__all__ = [
+    "DEFAULT_INPUT_PIXEL_SIZE_UM",
+    "MAX_DOWNSAMPLE",
+    "MAX_PARALLEL",
+    "METHOD_FIELDS",
+    "PLAIN_AVERAGING",
+    "CamMethod",
+    "MethodParams",
+    "Mode",
+    "Precision",
+    "SegmentParams",
+    "invalid",
+    "invalid_from",
+]
+
 Precision = Literal["fp32", "bf16", "fp16"]
 Mode = Literal["exact", "dense"]
 
-METHOD_FIELDS = ("cam", "step", "sigma", "threshold")
-"""The fields whose value, when a request does not give it, is the model card's default."""
+METHOD_FIELDS: Final = ("cam", "step", "sigma", "threshold")
+"""The fields whose value, when a door does not give it, is the model card's default."""
 
-PLAIN_AVERAGING = "none"
-"""The sigma a request gives for plain averaging (no Gaussian weights)."""
+MAX_DOWNSAMPLE: Final = 64
+DEFAULT_INPUT_PIXEL_SIZE_UM: Final = 0.5
+"""VivaScope 1500/3000 mosaics are about 0.5 um/px."""
+MAX_PARALLEL: Final = 64
 
-MAX_DOWNSAMPLE = 64
+PixelSize = Annotated[StrictFloat, Field(gt=0)]
+Downsample = Annotated[StrictInt, Field(ge=1, le=MAX_DOWNSAMPLE)]
+TopK = Annotated[StrictInt, Field(ge=1)]
+SkipBelow = Annotated[StrictFloat, Field(ge=0, lt=1)]
+Parallel = Annotated[StrictInt, Field(ge=1, le=MAX_PARALLEL)]
 
 
-@dataclass(frozen=True, kw_only=True)
-class SegmentParams:
-    """Everything that changes what the engine computes (and so belongs in a result's identity).
+def invalid(field: str, reason: str) -> InvalidParameter:
+    """A refused parameter in the one form every door gives it: ``field: reason``."""
+    return InvalidParameter(f"{field}: {reason}", field=field)
 
-    ``sigma`` is the Gaussian's in processing pixels, ``None`` for plain averaging; ``pixel_size_um`` is
-    the input's, ``None`` to read it from the file (0.5 um/px assumed where the file has none).
-    ``defaults_from`` names the fields that took the model card's default (provenance, not identity).
-    """
 
-    step: int = 25
-    sigma: float | None = None
-    cam: CamMethod = "cam"
-    threshold: float | None = None
-    pixel_size_um: float | None = None
-    downsample: int | None = None
-    precision: Precision = "fp32"
-    mode: Mode = "exact"
-    scorecam_top_k: int | None = None
-    scorecam_skip_below: float = 0.0
-    defaults_from: tuple[str, ...] = ()
+def invalid_from(exc: ValidationError) -> InvalidParameter:
+    """The first error of a validation of these models, as :func:`invalid` says it."""
+    first = exc.errors()[0]
+    field = ".".join(str(p) for p in first["loc"]) or "parameters"
+    return invalid(field, first["msg"])
 
-    def __post_init__(self) -> None:
-        _check_number("step", self.step, integer=True)
-        if self.step < 1:
-            raise InvalidParameter(f"step must be >= 1, got {self.step}")
-        if self.sigma is not None and not (_check_number("sigma", self.sigma) and self.sigma > 0):
-            raise InvalidParameter(f"sigma must be > 0 px or none, got {self.sigma}")
-        if self.cam not in ("cam", "scorecam"):
-            raise InvalidParameter(f"cam must be 'cam' or 'scorecam', got {self.cam!r}")
-        if self.threshold is not None and not (
-            _check_number("threshold", self.threshold) and 0 <= self.threshold <= 1
-        ):
-            raise InvalidParameter(f"threshold must be in [0, 1], got {self.threshold}")
-        if self.pixel_size_um is not None and not (
-            _check_number("pixel_size_um", self.pixel_size_um) and self.pixel_size_um > 0
-        ):
-            raise InvalidParameter(f"pixel_size_um must be > 0 um, got {self.pixel_size_um}")
-        if self.downsample is not None and not (
-            _check_number("downsample", self.downsample, integer=True)
-            and 1 <= self.downsample <= MAX_DOWNSAMPLE
-        ):
-            raise InvalidParameter(f"downsample must be in 1..{MAX_DOWNSAMPLE}, got {self.downsample}")
-        if self.precision not in ("fp32", "bf16", "fp16"):
-            raise InvalidParameter(f"precision must be fp32, bf16 or fp16, got {self.precision!r}")
-        if self.scorecam_top_k is not None and self.scorecam_top_k < 1:
-            raise InvalidParameter(f"scorecam top-k must be >= 1, got {self.scorecam_top_k}")
-        if not 0 <= self.scorecam_skip_below < 1:
-            raise InvalidParameter(f"scorecam skip-below must be in [0, 1), got {self.scorecam_skip_below}")
-        if self.mode not in ("exact", "dense"):
-            raise InvalidParameter(f"mode must be 'exact' or 'dense', got {self.mode!r}")
+
+class MethodParams(BaseModel):
+    """The method's parameters as a request, the command line or a bench config gives them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    cam: CamMethod | None = Field(
+        default=None,
+        description="cam (classic, one pass) or scorecam (a pass per channel); default: the card's.",
+    )
+    step: Step | None = Field(
+        default=None, description="Window step in processing pixels, at most the window; default: the card's."
+    )
+    sigma: Sigma | None = Field(
+        default=None,
+        description='Gaussian stitching sigma in processing pixels, or "none" for plain averaging; '
+        "default: the card's.",
+    )
+    threshold: Threshold | None = Field(
+        default=None, description="Mask threshold (0..1); default: the card's."
+    )
+    pixel_size_um: PixelSize | None = Field(
+        default=None,
+        description="Input pixel size in um; default: what the file records, else "
+        f"{DEFAULT_INPUT_PIXEL_SIZE_UM} (assumed, and the summary says so). Sets the downsample factor.",
+    )
+    downsample: Downsample | None = Field(
+        default=None, description="Overrides the factor from pixel_size_um."
+    )
+    precision: Precision = Field(default="fp32", description="The network's precision.")
+    mode: Mode = Field(
+        default="exact",
+        description="exact: the paper's sliding windows; dense: one pass, windows every 32 px.",
+    )
+    scorecam_top_k: TopK | None = Field(
+        default=None,
+        description="ScoreCAM: score only the k strongest channels per window; default: all (exact).",
+    )
+    scorecam_skip_below: SkipBelow = Field(
+        default=0.0, description="ScoreCAM: a zero map for windows whose probability is below this."
+    )
+    parallel: Parallel | None = Field(
+        default=None,
+        description="Share the mosaic out over this many workers in bands of window rows, merged into the "
+        "same result (equal within 1e-6); default RCMSEG_DEFAULT_PARALLEL, else 1. Not part of the result's "
+        "identity.",
+    )
 
     @classmethod
-    def from_values(
-        cls, values: Mapping[str, Any], *, defaults: MethodDefaults | None = None
-    ) -> SegmentParams:
-        """Parameters from any mapping that uses the engine's field names (a request, parsed command-line
-        arguments, a job's kwargs); other keys are ignored.
+    def parse(cls, values: Mapping[str, Any]) -> MethodParams:
+        """The parameters of the keys of ``values`` that name them (others ignored), refusing as every door
+        does; values that are ``None`` are not given."""
+        given = {k: v for k, v in values.items() if k in MethodParams.model_fields and v is not None}
+        try:
+            return MethodParams.model_validate(given)
+        except ValidationError as exc:
+            raise invalid_from(exc) from None
 
-        ``None`` (or a missing key) means "not given": cam, step, sigma and threshold then take
-        ``defaults`` (the model card's) and are named in ``defaults_from``; other fields take the engine's
-        defaults. A sigma of ``"none"`` asks for plain averaging explicitly.
-        """
-        given: dict[str, Any] = {}
-        from_card = list(values.get("defaults_from") or ())
-        for f in fields(cls):
-            if f.name == "defaults_from":
-                continue
-            value = values.get(f.name)
-            if f.name == "sigma" and value == PLAIN_AVERAGING:
-                given["sigma"] = None
-            elif value is not None:
-                given[f.name] = value
-            elif defaults is not None and f.name in METHOD_FIELDS:
-                given[f.name] = defaults.value_of(f.name)
-                from_card.append(f.name)
-        return cls(**given, defaults_from=tuple(dict.fromkeys(from_card)))
+    @classmethod
+    def parse_text(cls, name: str, text: str) -> Any:
+        """One parameter from command-line text, validated as a request's would be."""
+        try:
+            return getattr(MethodParams.model_validate_strings({name: text}), name)
+        except ValidationError as exc:
+            raise invalid_from(exc) from None
+
+    def given(self) -> dict[str, Any]:
+        """The values this door gave (the method parameters only)."""
+        return {
+            k: v for k, v in self.model_dump(include=set(MethodParams.model_fields)).items() if v is not None
+        }
+
+    def resolve(self, defaults: MethodDefaults, *, parallel: int = 1) -> SegmentParams:
+        """Every value the engine needs: the card's ``defaults`` for the method fields not given (named in
+        ``defaults_from``), ``parallel`` where it was not given."""
+        given = self.given()
+        from_card = [name for name in METHOD_FIELDS if name not in given]
+        values = {"parallel": parallel, **defaults.model_dump(include=set(from_card)), **given}
+        try:
+            return SegmentParams.model_validate({**values, "defaults_from": tuple(from_card)})
+        except ValidationError as exc:
+            raise invalid_from(exc) from None
+
+
+class SegmentParams(MethodParams):
+    """Everything that changes what the engine computes, resolved (plus ``parallel``, how it is shared out).
+
+    The defaults here serve code that runs the engine directly (tests, benchmarks, the evaluation); a
+    request, the command line and a bench config take the card's through ``MethodParams.resolve``. A
+    ``threshold`` of ``None`` is the card's (``ModelCard.method_defaults()``). ``defaults_from`` names the
+    fields that took the card's default (provenance, not identity).
+    """
+
+    cam: CamMethod = "cam"
+    step: Step = 25
+    sigma: Sigma = PLAIN_AVERAGING
+    parallel: Parallel = 1
+    defaults_from: tuple[str, ...] = ()
+
+    @classmethod
+    def from_job(cls, values: Mapping[str, Any]) -> SegmentParams:
+        """The parameters a job's keyword arguments carry (``SegmentParams.model_dump()``)."""
+        try:
+            return SegmentParams.model_validate(values)
+        except ValidationError as exc:
+            raise invalid_from(exc) from None
 
     def identity(self) -> dict[str, Any]:
-        """The fields that change what is computed (provenance left out), for a result's key."""
-        values = asdict(self)
-        values.pop("defaults_from")
-        return values
-
-
-def _check_number(name: str, value: object, *, integer: bool = False) -> bool:
-    """Refuse booleans posing as numbers and non-finite floats, naming the field."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidParameter(f"{name} must be a number, got {value!r}")
-    if integer and not isinstance(value, int):
-        raise InvalidParameter(f"{name} must be a whole number, got {value!r}")
-    if not math.isfinite(value):
-        raise InvalidParameter(f"{name} must be a finite number, got {value}")
-    return True
-
-
-class MethodDefaults(Protocol):
-    """The model card's defaults of its method (``models.card.MethodDefaults``)."""
-
-    def value_of(self, name: str) -> Any: ...
+        """The fields that change what is computed (provenance and sharing out left out), for a result's
+        key."""
+        return self.model_dump(exclude={"defaults_from", "parallel"})

@@ -7,10 +7,9 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from models.errors import InvalidParameter
-from worker.params import MAX_DOWNSAMPLE, SegmentParams
+from worker.params import DEFAULT_INPUT_PIXEL_SIZE_UM, MAX_DOWNSAMPLE, SegmentParams, invalid
 
-DEFAULT_INPUT_PIXEL_SIZE_UM = 0.5
-"""VivaScope 1500/3000 mosaics are about 0.5 um/px."""
+__all__ = ["DEFAULT_INPUT_PIXEL_SIZE_UM", "Plan", "plan_for", "plan_mosaic"]
 
 
 class MosaicSize(Protocol):
@@ -57,11 +56,12 @@ def plan_mosaic(
     window: int,
     model_pixel_size_um: float,
 ) -> Plan:
-    """The one validation of a run that every entry point shares (command line, API, engine): the step fits
-    the window, the downsample factor derived from the pixel sizes is within bounds, and the mosaic has at
-    least one pixel at processing resolution (so at least one window)."""
+    """The one validation of a run that needs the model and the mosaic, shared by every entry point
+    (command line, API, engine): the step fits the model's window, the downsample factor derived from the
+    pixel sizes is within bounds, and the mosaic has at least one pixel at processing resolution (so at
+    least one window)."""
     if params.step > window:
-        raise InvalidParameter(f"step must be at most the model's window ({window} px), got {params.step}")
+        raise invalid("step", f"must be at most the model's window ({window} px), got {params.step}")
     source: PixelSizeSource
     if params.pixel_size_um is not None:
         size, source = params.pixel_size_um, "request"
@@ -74,9 +74,10 @@ def plan_mosaic(
     else:
         ratio = model_pixel_size_um / size
         if not ratio <= MAX_DOWNSAMPLE + 0.5:
-            raise InvalidParameter(
-                f"pixel_size_um {size:.4g} um/px needs a downsample factor above {MAX_DOWNSAMPLE} to reach "
-                f"the model's {model_pixel_size_um:g} um/px"
+            raise invalid(
+                "pixel_size_um",
+                f"{size:.4g} um/px needs a downsample factor above {MAX_DOWNSAMPLE} to reach the model's "
+                f"{model_pixel_size_um:g} um/px",
             )
         factor = max(1, round(ratio))
     w, h = width // factor, height // factor

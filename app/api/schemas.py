@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import math
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt
+from pydantic import BaseModel, ConfigDict, Field
 
-from worker.plan import DEFAULT_INPUT_PIXEL_SIZE_UM
+from worker.params import MethodParams
 
 ID = r"^[0-9a-f]{32}$"
 
@@ -24,7 +23,7 @@ class MosaicOut(BaseModel):
     format: str = Field(description="tiff, png, jpeg or bmp")
     size_bytes: int
     filename: str = Field(description="The file name the client sent (informational only).")
-    created_at: float = Field(description="Unix time of the first upload.")
+    created_at: str = Field(description="When it was first uploaded (ISO 8601, UTC).")
     existing: bool = Field(False, description="True when these bytes had been uploaded before.")
     pyramid: Literal["ready", "preparing"] | None = Field(
         None,
@@ -38,22 +37,13 @@ class MosaicList(BaseModel):
     mosaics: list[MosaicOut]
 
 
-def _sigma_px(value: object) -> object:
-    """A sigma in (0, 4096] px or "none"; checked before the union so an error names the field alone."""
-    if value is None or value == "none":
-        return value
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError('must be a number of pixels or "none"')
-    if not (math.isfinite(value) and 0 < value <= 4096):
-        raise ValueError(f'must be a finite number of pixels in (0, 4096] or "none", got {value}')
-    return float(value)
+class JobCreate(MethodParams):
+    """Segment an uploaded mosaic: the method's parameters (``worker.params.MethodParams``, one schema from
+    here to the engine) and what to run them on. Omitted method fields (cam, step, sigma, threshold) take
+    the model card's defaults (``defaults`` in GET /v1/models); the result's summary says which came from
+    where."""
 
-
-class JobCreate(BaseModel):
-    """Segment an uploaded mosaic. Omitted method fields (cam, step, sigma_px, threshold) take the model
-    card's defaults (``defaults`` in GET /v1/models); the result's summary says which came from where."""
-
-    model_config = ConfigDict(extra="forbid", protected_namespaces=(), allow_inf_nan=False)
+    model_config = ConfigDict(protected_namespaces=())
 
     mosaic_id: str = Field(pattern=ID, description="From POST /v1/mosaics.")
     model: str | None = Field(
@@ -63,43 +53,6 @@ class JobCreate(BaseModel):
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
         description="A model of GET /v1/models; default RCMSEG_DEFAULT_MODEL.",
     )
-    cam: Literal["cam", "scorecam"] | None = Field(None, description="Default: the model card's.")
-    step: StrictInt | None = Field(
-        None,
-        ge=1,
-        le=4096,
-        description="Window step in processing pixels, at most the window; default: the card's.",
-    )
-    sigma_px: Annotated[float | Literal["none"] | None, BeforeValidator(_sigma_px)] = Field(
-        None,
-        description='Gaussian stitching sigma in processing pixels, or "none" for plain averaging; '
-        "default: the model card's.",
-    )
-    threshold: float | None = Field(None, ge=0, le=1, description="Mask threshold; default: the card's.")
-    pixel_size_um: float | None = Field(
-        None,
-        gt=0,
-        le=100,
-        description="Input pixel size in um; default: what the file records, else "
-        f"{DEFAULT_INPUT_PIXEL_SIZE_UM} (assumed, and the summary says so). Sets the downsample factor.",
-    )
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    downsample: StrictInt | None = Field(
-        None, ge=1, le=64, description="Overrides the factor from pixel_size_um."
-    )
-    mode: Literal["exact", "dense"] = "exact"
-    parallel: StrictInt | None = Field(
-        None,
-        ge=1,
-        le=64,
-        description="Share the mosaic out over this many workers in bands of window rows, merged into the "
-        "same result (equal within 1e-6); default RCMSEG_DEFAULT_PARALLEL. Not part of the identity.",
-    )
-
-    def engine_values(self) -> dict[str, Any]:
-        """The request in the engine's field names (``worker.params.SegmentParams``)."""
-        values = self.model_dump(exclude={"mosaic_id", "model", "sigma_px", "parallel"})
-        return {**values, "sigma": self.sigma_px}
 
 
 class JobError(BaseModel):
@@ -177,7 +130,7 @@ class ModelOut(BaseModel):
     name: str = Field(description="The value for a job's 'model' field.")
     default: bool
     defaults: dict[str, Any] = Field(
-        description="What a job that does not say gets: cam, step, sigma_px (null: plain averaging), "
+        description='What a job that does not say gets: cam, step, sigma ("none": plain averaging), '
         "threshold, and how they were chosen (chosen_by)."
     )
     intended_use: str = Field(description="What the model is fit for; shown beside every result.")

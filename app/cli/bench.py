@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from app.cli.options import add_device_options, positive_int, sigma_type
+from app.cli.options import add_device_options, method_value, positive_int
 
 
 def register(sub: Any) -> None:
@@ -22,20 +22,23 @@ def register(sub: Any) -> None:
     )
     p.add_argument(
         "--downsample",
-        type=positive_int,
+        type=method_value("downsample"),
         default=4,
         help="integer reduction to processing resolution (default 4: 0.5 to 2 um/px)",
     )
-    p.add_argument("--step", type=positive_int, default=25, help="window step in processing px (default 25)")
+    p.add_argument(
+        "--step", type=method_value("step"), default=25, help="window step in processing px (default 25)"
+    )
     p.add_argument(
         "--sigma",
-        type=sigma_type,
+        type=method_value("sigma"),
         default=None,
         help="Gaussian sigma in processing px, or 'none' for plain averaging (default: the model card's)",
     )
     p.add_argument(
         "--mode",
-        choices=["exact", "dense"],
+        type=method_value("mode"),
+        metavar="{exact,dense}",
         default="exact",
         help="exact: the paper's sliding windows; dense: one convolutional pass, windows every 32 px",
     )

@@ -3,32 +3,41 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from typing import Any
 
-from worker.params import PLAIN_AVERAGING
+from models.errors import InvalidParameter
+from worker.params import PLAIN_AVERAGING, MethodParams
 
 
-def _sigma(text: str, unit: str) -> float | None:
-    if text.lower() == PLAIN_AVERAGING:
+def method_value(name: str) -> Callable[[str], Any]:
+    """An argparse type for the method parameter ``name``: its text validated by the one parameter schema
+    (``worker.params.MethodParams``), so a refusal reads as the API's does."""
+
+    def parse(text: str) -> Any:
+        try:
+            return MethodParams.parse_text(name, text)
+        except InvalidParameter as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    parse.__name__ = name  # argparse names the type in its own messages
+    return parse
+
+
+def sigma_units(text: str) -> float | None:
+    """A sigma in units of the network's output stride (the evaluation's sweeps), or ``none`` for the
+    paper's row without a Gaussian."""
+    if text.strip().lower() == PLAIN_AVERAGING:
         return None
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"sigma must be {unit} or 'none', got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"sigma must be a number (x output stride) or 'none', got {text!r}"
+        ) from None
     if not value > 0:
         raise argparse.ArgumentTypeError(f"sigma must be > 0, got {text}")
     return value
-
-
-def sigma_type(text: str) -> float | str:
-    """A Gaussian sigma in processing pixels, or ``"none"`` for plain averaging (said explicitly, so that
-    an option left out can mean the model card's default)."""
-    value = _sigma(text, "a number of pixels")
-    return PLAIN_AVERAGING if value is None else value
-
-
-def sigma_units(text: str) -> float | None:
-    """A sigma in units of the network's output stride, or ``none`` for plain averaging."""
-    return _sigma(text, "a number (x output stride)")
 
 
 def _whole(text: str, minimum: int) -> int:
@@ -64,7 +73,8 @@ def add_device_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--precision",
-        choices=["fp32", "bf16", "fp16"],
+        type=method_value("precision"),
+        metavar="{fp32,bf16,fp16}",
         default=None,
         help="network precision (default fp32 on CPU, bf16 on CUDA)",
     )
@@ -80,13 +90,13 @@ def add_scorecam_options(p: argparse.ArgumentParser, *, skip_help: str = "heat e
     """The ScoreCAM cost options: ``--scorecam-top-k`` and ``--scorecam-skip-below``."""
     p.add_argument(
         "--scorecam-top-k",
-        type=positive_int,
+        type=method_value("scorecam_top_k"),
         default=None,
         help="ScoreCAM: score only the k strongest channels per window (default: all, exact)",
     )
     p.add_argument(
         "--scorecam-skip-below",
-        type=float,
+        type=method_value("scorecam_skip_below"),
         default=0.0,
         help=f"ScoreCAM: zero map for windows with p below this ({skip_help}; default 0)",
     )
@@ -96,13 +106,14 @@ def add_step_and_sigma(p: argparse.ArgumentParser) -> None:
     """``--step`` and ``--sigma``, both defaulting to the model card's."""
     p.add_argument(
         "--step",
-        type=positive_int,
+        type=method_value("step"),
         default=None,
-        help="window step in processing px (default: the model card's)",
+        help="window step in processing px, at most the model's window (default: the model card's)",
     )
     p.add_argument(
         "--sigma",
-        type=sigma_type,
+        type=method_value("sigma"),
         default=None,
-        help="Gaussian sigma in processing px, or 'none' for plain averaging (default: the model card's)",
+        help=f"Gaussian sigma in processing px, or '{PLAIN_AVERAGING}' for plain averaging "
+        "(default: the model card's)",
     )

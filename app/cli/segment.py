@@ -14,9 +14,11 @@ from app.cli.options import (
     add_model_option,
     add_scorecam_options,
     add_step_and_sigma,
+    method_value,
     positive_int,
 )
 from models.errors import InvalidParameter
+from worker.params import DEFAULT_INPUT_PIXEL_SIZE_UM, MAX_DOWNSAMPLE
 
 log = logging.getLogger("rcmseg.segment")
 
@@ -49,28 +51,39 @@ def register(sub: Any) -> None:
     add_step_and_sigma(p)
     p.add_argument(
         "--cam",
-        choices=["cam", "scorecam"],
+        type=method_value("cam"),
+        metavar="{cam,scorecam}",
         default=None,
         help="class activation maps: cam (classic, one pass) or scorecam (one pass per channel); "
         "default: the model card's",
     )
     p.add_argument(
         "--mode",
-        choices=["exact", "dense"],
+        type=method_value("mode"),
+        metavar="{exact,dense}",
         default="exact",
         help="exact: the paper's sliding windows; dense: one convolutional pass, windows every 32 px",
     )
     add_scorecam_options(p)
-    p.add_argument("--threshold", type=float, default=None, help="mask threshold (default: the model card's)")
+    p.add_argument(
+        "--threshold",
+        type=method_value("threshold"),
+        default=None,
+        help="mask threshold, 0..1 (default: the model card's)",
+    )
     p.add_argument(
         "--pixel-size",
         dest="pixel_size_um",
-        type=float,
+        type=method_value("pixel_size_um"),
         default=None,
-        help="input um/px (default: what the file records, else 0.5 as on a VivaScope)",
+        help="input um/px (default: what the file records, else "
+        f"{DEFAULT_INPUT_PIXEL_SIZE_UM} as on a VivaScope)",
     )
     p.add_argument(
-        "--downsample", type=positive_int, default=None, help="integer factor; overrides --pixel-size"
+        "--downsample",
+        type=method_value("downsample"),
+        default=None,
+        help=f"integer factor, 1..{MAX_DOWNSAMPLE}; overrides --pixel-size",
     )
     add_device_options(p)
     p.add_argument(
@@ -120,15 +133,13 @@ def check_before_model(args: argparse.Namespace, card: Any, device: Any) -> tupl
     """Parameters, layout and plan, checked without loading the network (so errors come at once)."""
     from worker.engine.device import default_precision
     from worker.io.mosaic import VivaBlockLayout, probe
-    from worker.params import SegmentParams
+    from worker.params import MethodParams
     from worker.plan import plan_for
 
     if args.out.exists() and not args.overwrite:
         raise InvalidParameter(f"{args.out}: output folder already exists (give --overwrite to replace it)")
-    params = SegmentParams.from_values(
-        {**vars(args), "precision": args.precision or default_precision(device)},
-        defaults=card.method_defaults(),
-    )
+    given = MethodParams.parse({**vars(args), "precision": args.precision or default_precision(device)})
+    params = given.resolve(card.method_defaults())
     layout = VivaBlockLayout(cols=args.grid_cols, serpentine=args.serpentine)
     header = probe(args.input, max_pixels=args.max_pixels, layout=layout)
     plan = plan_for(params, header, card)

@@ -148,7 +148,7 @@ class RcmsegClient:
         card's defaults; ``sigma`` is in processing pixels or ``"none"``; ``extra`` adds other fields of
         ``POST /v1/jobs``. An identical earlier job comes back with ``reused`` true."""
         body: dict[str, Any] = {"mosaic_id": mosaic_id}
-        given = {"model": model, "cam": cam, "step": step, "sigma_px": sigma, "threshold": threshold}
+        given = {"model": model, "cam": cam, "step": step, "sigma": sigma, "threshold": threshold}
         body.update({k: v for k, v in given.items() if v is not None})
         body.update(extra or {})
         return Job.from_json(self._request("POST", "/v1/jobs", json=body).json())

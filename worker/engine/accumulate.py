@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from models.cam.classic import upsample_maps
+from models.method import Sigma
 from worker.engine.network_pass import WindowBatch, WindowStats
 from worker.engine.stitch import ArraySink, StripStitcher, SumsSink, make_sink
 from worker.engine.windows import WindowGrid
@@ -23,7 +24,7 @@ def stitch_many(
     batches: Iterable[WindowBatch],
     *,
     grid: WindowGrid,
-    sigmas: Sequence[float | None],
+    sigmas: Sequence[Sigma],
     budget_bytes: int,
     workdir: Path,
     stats: WindowStats | None = None,
@@ -78,7 +79,7 @@ def stitch_windows(
     batches: Iterable[WindowBatch],
     *,
     grid: WindowGrid,
-    sigma: float | None,
+    sigma: Sigma,
     budget_bytes: int,
     workdir: Path,
     stats: WindowStats | None = None,

@@ -106,10 +106,9 @@ def _input_section(facts: RunFacts) -> dict[str, Any]:
 
 def method_provenance(params: SegmentParams, threshold: float) -> dict[str, dict[str, Any]]:
     """Each method value that ran and where it came from: the model card's defaults or the request."""
-    values = {"cam": params.cam, "step": params.step, "sigma_px": params.sigma, "threshold": threshold}
-    names = {"sigma_px": "sigma"}
+    values = {"cam": params.cam, "step": params.step, "sigma": params.sigma, "threshold": threshold}
     return {
-        key: {"value": value, "source": "card" if names.get(key, key) in params.defaults_from else "request"}
+        key: {"value": value, "source": "card" if key in params.defaults_from else "request"}
         for key, value in values.items()
     }
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from models.card import MethodDefaults, parse_card
 from models.errors import InvalidParameter
+from models.method import PLAIN_AVERAGING
 from worker.evaluation.metrics import RunSummary
 from worker.io.zoo import CARD_FILE
 
@@ -104,7 +105,7 @@ def choose_defaults(
     defaults = MethodDefaults(
         cam=best.config.cam,
         step=best.config.step,
-        sigma_px=best.config.sigma_px,
+        sigma=PLAIN_AVERAGING if best.config.sigma_px is None else best.config.sigma_px,
         threshold=float(best.pooled.dice.best_threshold or 0.0),  # never None here: filtered above
         chosen_by=chosen_by,
     )

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from models.errors import InvalidParameter
+from models.method import PLAIN_AVERAGING, Sigma
 from models.metrics.roc import DEFAULT_BINS, ScoreHistogram
 from worker.engine.dense_tiles import STRIDE as DENSE_STRIDE
 from worker.evaluation.data import EvalSplit, PatchScores
@@ -111,8 +112,9 @@ class PassSpec:
     configs: tuple[RunConfig, ...]
 
     @property
-    def sigmas_px(self) -> list[float | None]:
-        return [c.sigma_px for c in self.configs]
+    def sigmas_px(self) -> list[Sigma]:
+        """Each config's sigma as the engine takes it (the paper's no-Gaussian row is plain averaging)."""
+        return [PLAIN_AVERAGING if c.sigma_px is None else c.sigma_px for c in self.configs]
 
 
 def plan_passes(params: EvalParams, stride: int) -> list[PassSpec]:

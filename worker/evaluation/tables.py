@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from models.method import PLAIN_AVERAGING
 from models.metrics.patch import patch_metrics
 from worker.evaluation.metrics import CAM_TITLES, RunSummary, best_runs, mosaic_dice, run_label, sigma_text
 from worker.evaluation.protocol import EvalResult, RunConfig
@@ -80,7 +81,7 @@ def table2_markdown(
     notes = _table2_notes(result, summaries)
     if chosen is not None:
         d = chosen["defaults"]
-        sigma = "plain averaging" if d["sigma_px"] is None else f"sigma {d['sigma_px']:g} px"
+        sigma = "plain averaging" if d["sigma"] == PLAIN_AVERAGING else f"sigma {d['sigma']:g} px"
         notes.append(
             f"Method defaults chosen on this split: {chosen['label']} ({d['cam']}, step {d['step']} px, "
             f"{sigma}, threshold {d['threshold']:.2f}); rule: {chosen['rule']}."

@@ -23,21 +23,19 @@ def _base(request: Request) -> str:
     return str(request.scope.get("root_path", "")).rstrip("/")
 
 
-def _segment_params(body: JobCreate, card: ModelCard, mosaic: MosaicRecord) -> SegmentParams:
+def _segment_params(
+    body: JobCreate, card: ModelCard, mosaic: MosaicRecord, *, parallel: int
+) -> SegmentParams:
     """The request's parameters with the card's defaults, checked against the mosaic as the engine will
     run it (the same validation as the command line's), so a job that would fail is refused now."""
+    params = body.resolve(card.method_defaults(), parallel=parallel)
     try:
-        params = SegmentParams.from_values(body.engine_values(), defaults=card.method_defaults())
         plan_for(params, mosaic, card)
-    except InvalidParameter as exc:  # the message starts with the engine's name for the field
-        field = exc.field or str(exc).split(" ", 1)[0]
-        message = str(exc).removeprefix(f"{field} ")  # FieldError puts the request's name in front
-        raise FieldError(FIELD_NAMES.get(field, field), message) from None
+    except InvalidParameter as exc:
+        if exc.field == "mosaic":  # the request names the mosaic by its id
+            raise FieldError("mosaic_id", str(exc)) from None
+        raise
     return params
-
-
-FIELD_NAMES = {"sigma": "sigma_px", "mosaic": "mosaic_id"}
-"""Engine field names as the request names them."""
 
 
 @router.post(
@@ -67,10 +65,9 @@ def create_job(
     if mosaic is None:
         raise NotFound(f"mosaic_id: no mosaic {body.mosaic_id!r}")
     model = choose_model(settings.model_zoo, body.model or settings.default_model)
-    params = _segment_params(body, model.card, mosaic)
+    params = _segment_params(body, model.card, mosaic, parallel=settings.default_parallel)
     requested = body.model_dump(exclude={"mosaic_id", "model"})
-    parallel = body.parallel or settings.default_parallel
-    job, reused = jobs.submit(owner, mosaic, model, params, requested, parallel=parallel)
+    job, reused = jobs.submit(owner, mosaic, model, params, requested, parallel=params.parallel)
     view = jobs.view(job, base=_base(request))
     view["reused"] = reused
     if reused and view["status"] == "finished":

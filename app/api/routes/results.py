@@ -170,7 +170,7 @@ def get_tile(
         raise FieldError("colormap", str(exc)) from None
     if ext != "png":
         raise NotFound(f"{layer} tiles are PNG, not {ext}")
-    job_threshold = float(_summary(folder).get("threshold", 0.5))
+    job_threshold = float(_summary(folder)["threshold"])  # every result says the threshold it ran
     style = tiles.TileStyle(
         colormap=colormap,
         transparent_below=transparent_below,
@@ -204,7 +204,7 @@ def get_regions(
     the result."""
     _, folder = _finished(job_id, owner, jobs, storage)
     summary = _summary(folder)
-    job_threshold = float(summary.get("threshold", 0.5))
+    job_threshold = float(summary["threshold"])
     downsample = int(summary.get("processing", {}).get("downsample", 1))
     path = tiles.regions_at(
         folder,

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -211,3 +213,31 @@ def test_deployments_sharing_one_redis_keep_their_jobs_apart(
         assert created.json()["id"] in listed_a
         assert site_b.get("/v1/jobs", headers=AUTH).json()["jobs"] == []
         assert site_b.get(f"/v1/jobs/{created.json()['id']}", headers=AUTH).status_code == 404
+
+
+def test_the_job_schema_takes_each_method_parameter_once(client: TestClient) -> None:
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    job = schemas["JobCreate"]["properties"]
+    assert "sigma_px" not in job
+    assert {"type": "string", "const": "none"} in job["sigma"]["anyOf"][0]["anyOf"]
+    assert "maximum" not in str(job["step"])  # at most the model's window, checked against the card
+    assert "4096" not in str(job)
+
+
+def test_a_mosaics_time_is_iso_8601_and_older_records_read_as_such(
+    client: TestClient, settings: Settings, tmp_path: Path
+) -> None:
+    png = texture_png(tmp_path / "m.png", 64)
+    with png.open("rb") as fh:
+        response = client.post("/v1/mosaics", headers=AUTH, files={"file": ("m.png", fh, "image/png")})
+    assert response.status_code == 201, response.text
+    created = datetime.fromisoformat(response.json()["created_at"])
+    assert created.tzinfo is not None and abs(datetime.now(UTC) - created) < timedelta(hours=1)
+    mosaic_id = response.json()["id"]
+    [record] = list((settings.data_dir / "uploads").glob(f"*/{mosaic_id}/mosaic.json"))
+    data = json.loads(record.read_text())
+    record.write_text(json.dumps({**data, "created_at": 1796408594.4}))  # as written before: Unix seconds
+    again = client.get(f"/v1/mosaics/{mosaic_id}", headers=AUTH).json()
+    assert again["created_at"] == datetime.fromtimestamp(1796408594.4, tz=UTC).isoformat()
+    listed = client.get("/v1/mosaics", headers=AUTH).json()["mosaics"]
+    assert [m["created_at"] for m in listed] == [again["created_at"]]

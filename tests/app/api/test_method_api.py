@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import pyvips
 
-from tests.app.conftest import Service, upload_id, wait_for
+from tests.app.conftest import TOKENS, Service, upload_id, wait_for
 from tests.conftest import REPO
 from tests.worker.engine.test_pipeline import tissue
 
@@ -41,7 +41,7 @@ def test_the_models_route_gives_each_models_defaults(alice: httpx.Client) -> Non
     models = alice.get("/v1/models").json()["models"]
     tiny = next(m for m in models if m["name"] == "tiny")
     assert tiny["defaults"]["cam"] == "cam" and tiny["defaults"]["step"] == 25
-    assert tiny["defaults"]["sigma_px"] == pytest.approx(64 * 5 / 8)
+    assert tiny["defaults"]["sigma"] == pytest.approx(64 * 5 / 8)
 
 
 def test_a_job_with_nothing_given_equals_the_command_line_with_nothing_given(
@@ -59,7 +59,7 @@ def test_a_job_with_nothing_given_equals_the_command_line_with_nothing_given(
     body = wait_for(finished, timeout=120, what="the job to finish")
     summary = body["result"]["summary"]
     assert {k: v["source"] for k, v in summary["method"].items()} == dict.fromkeys(
-        ("cam", "step", "sigma_px", "threshold"), "card"
+        ("cam", "step", "sigma", "threshold"), "card"
     )
     assert summary["sigma"] == pytest.approx(40.0)
     assert (summary["input"]["pixel_size_source"], summary["input"]["name"]) == ("file", "lesion 12.png")
@@ -84,7 +84,7 @@ def test_a_job_with_nothing_given_equals_the_command_line_with_nothing_given(
     [
         ({"step": True}, "step", "integer"),
         ({"step": 100}, "step", "at most the model's window (64 px)"),
-        ({"sigma_px": math.nan}, "sigma_px", ""),
+        ({"sigma": math.nan}, "sigma", "must be a number of pixels > 0"),
         ({"pixel_size_um": 1e-300}, "pixel_size_um", "downsample factor above 64"),
         ({"pixel_size_um": 2.2e-311}, "pixel_size_um", "downsample factor above 64"),
     ],
@@ -110,3 +110,44 @@ def test_a_mosaic_too_small_for_the_downsample_is_refused_naming_its_size(
     body = response.json()
     assert body["field"] == "mosaic_id"
     assert "1 x 1 px" in body["message"] and "downsample factor 4" in body["message"]
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("step", "100000", "step: must be at most the model's window (64 px), got 100000"),
+        ("step", "0", "step: Input should be greater than or equal to 1"),
+        ("sigma", "-1", 'sigma: must be a number of pixels > 0 or "none" (plain averaging), got -1'),
+    ],
+)
+def test_a_bad_value_gets_the_same_message_from_the_api_segment_and_submit(
+    service: Service,
+    alice: httpx.Client,
+    mosaic: Path,
+    tiny_model_dir: Path,
+    tmp_path: Path,
+    option: str,
+    value: str,
+    message: str,
+) -> None:
+    response = alice.post("/v1/jobs", json={"mosaic_id": upload_id(alice, mosaic), option: json.loads(value)})
+    assert response.status_code == 422, response.text
+    assert response.json()["field"] == option and response.json()["message"] == message
+
+    cli = [sys.executable, "-m", "app.cli"]
+    segment = subprocess.run(
+        [*cli, "segment", str(mosaic), "--out", str(tmp_path / "out"), "--model", str(tiny_model_dir),
+         "--device", "cpu", f"--{option}", value],
+        capture_output=True, text=True, cwd=REPO, timeout=300,
+    )  # fmt: skip
+    assert segment.returncode == 2 and message in segment.stderr, segment.stderr
+    assert not (tmp_path / "out").exists()
+
+    token = tmp_path / "token"
+    token.write_text(TOKENS["alice"] + "\n")
+    submit = subprocess.run(
+        [*cli, "submit", "--server", service.url, "--token-file", str(token), "--poll-s", "0.2",
+         str(mosaic), "--out", str(tmp_path / "results"), f"--{option}", value],
+        capture_output=True, text=True, cwd=REPO, timeout=300,
+    )  # fmt: skip
+    assert submit.returncode != 0 and message in submit.stdout + submit.stderr, (submit.stdout, submit.stderr)

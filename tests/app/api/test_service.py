@@ -218,7 +218,7 @@ def test_invalid_job_parameters_name_the_field(alice: httpx.Client, tile_id: str
         ({"step": 0}, "step"),
         ({"step": 65}, "step"),  # larger than the tiny model's 64 px window
         ({"threshold": 1.5}, "threshold"),
-        ({"sigma_px": -1}, "sigma_px"),
+        ({"sigma": -1}, "sigma"),
         ({"pixel_size_um": 0}, "pixel_size_um"),
         ({"cam": "gradcam"}, "cam"),
         ({"precision": "int8"}, "precision"),

@@ -125,7 +125,7 @@ def test_options_reach_the_job_and_errors_of_the_service_are_its_own(
     done = submit(service, token_file, batch / "second.png", "--out", out, "--step", "16", "--sigma", "none")
     assert done.returncode == 0, done.stderr
     record = json.loads((out / "second" / "submit.json").read_text())
-    assert record["params"]["step"] == 16 and record["params"]["sigma_px"] == "none"
+    assert record["params"]["step"] == 16 and record["params"]["sigma"] == "none"
     assert "(job reused)" not in done.stdout
 
     unknown = submit(service, token_file, batch / "second.png", "--out", out, "--model", "nope")

@@ -76,7 +76,7 @@ def test_submit_sends_only_what_is_given(tmp_path: Path) -> None:
     with client_of(httpx.MockTransport(answer)) as client:
         assert client.submit_job("b" * 32).reused
         client.submit_job("b" * 32, step=10, sigma="none")
-    assert bodies == [{"mosaic_id": "b" * 32}, {"mosaic_id": "b" * 32, "step": 10, "sigma_px": "none"}]
+    assert bodies == [{"mosaic_id": "b" * 32}, {"mosaic_id": "b" * 32, "step": 10, "sigma": "none"}]
 
 
 def test_upload_reports_progress_and_download_leaves_no_partial_file(tmp_path: Path) -> None:

@@ -28,10 +28,10 @@ from worker.engine.windows import WindowGrid
 from worker.io.checkpoint import load_model
 from worker.io.mosaic import probe
 from worker.io.resolution import recorded_pixel_size_um
-from worker.params import SegmentParams
+from worker.params import MethodParams, SegmentParams
 from worker.plan import plan_mosaic
 
-DEFAULTS = MethodDefaults(cam="cam", step=16, sigma_px=12.0, threshold=0.4)
+DEFAULTS = MethodDefaults(cam="cam", step=16, sigma=12.0, threshold=0.4)
 
 
 @pytest.fixture(scope="module")
@@ -97,16 +97,16 @@ def test_nothing_given_runs_the_cards_method_and_equals_the_formula(
     src = tmp_path / "m.png"
     pyvips.Image.new_from_array(image).pngsave(str(src))
     model = load_model(carded_model_dir)
-    params = SegmentParams.from_values({"downsample": 1}, defaults=model.card.method_defaults())
+    params = MethodParams(downsample=1).resolve(model.card.method_defaults())
     assert (params.step, params.sigma, params.threshold) == (16, 12.0, 0.4)
-    assert params.defaults_from == ("step", "sigma", "cam", "threshold")
+    assert params.defaults_from == ("cam", "step", "sigma", "threshold")
     summary = segment_mosaic(src, model, tmp_path / "out", params=params)
     expected = independent_heatmap(carded_model_dir, image, step=16, sigma=12.0)
     np.testing.assert_allclose(heat_of(tmp_path / "out"), expected, atol=2e-5)
     assert summary["method"] == {
         "cam": {"value": "cam", "source": "card"},
         "step": {"value": 16, "source": "card"},
-        "sigma_px": {"value": 12.0, "source": "card"},
+        "sigma": {"value": 12.0, "source": "card"},
         "threshold": {"value": 0.4, "source": "card"},
     }
     assert summary["intended_use"] == "tests only"
@@ -115,12 +115,10 @@ def test_nothing_given_runs_the_cards_method_and_equals_the_formula(
 
 def test_a_request_overrides_the_card_and_none_is_plain_averaging(carded_model_dir: Path) -> None:
     defaults = load_model(carded_model_dir).card.method_defaults()
-    params = SegmentParams.from_values({"sigma": "none", "step": 8}, defaults=defaults)
-    assert params.sigma is None and params.step == 8
+    params = MethodParams(sigma="none", step=8).resolve(defaults)
+    assert params.sigma == "none" and params.step == 8
     assert "sigma" not in params.defaults_from and "step" not in params.defaults_from
-    assert params.identity() == SegmentParams.from_values({"sigma": "none", "step": 8}).identity() | {
-        "threshold": 0.4
-    }
+    assert params.identity() == SegmentParams(sigma="none", step=8, threshold=0.4).identity()
 
 
 def test_a_card_without_defaults_runs_the_papers_gaussian() -> None:
@@ -131,7 +129,7 @@ def test_a_card_without_defaults_runs_the_papers_gaussian() -> None:
         positive_class="aspecific", threshold=0.5,
     )  # fmt: skip
     defaults = card.method_defaults()
-    assert (defaults.cam, defaults.step, defaults.sigma_px) == ("cam", 25, 160.0)  # 5 x the 32 px stride
+    assert (defaults.cam, defaults.step, defaults.sigma) == ("cam", 25, 160.0)  # 5 x the 32 px stride
 
 
 def test_every_covered_pixel_has_a_finite_heat_at_sigma_1_px(tmp_path: Path, b2_model_dir: Path) -> None:
@@ -186,7 +184,7 @@ def test_a_file_without_a_resolution_is_assumed_at_half_a_micron(tmp_path: Path,
 @pytest.mark.parametrize(
     ("params", "width", "message"),
     [
-        (SegmentParams(step=400), 3000, "step must be at most the model's window (256 px), got 400"),
+        (SegmentParams(step=400), 3000, "step: must be at most the model's window (256 px), got 400"),
         (SegmentParams(pixel_size_um=1e-300), 3000, "needs a downsample factor above 64"),
         (SegmentParams(pixel_size_um=2.2e-311), 3000, "needs a downsample factor above 64"),
         (
@@ -211,7 +209,7 @@ def test_one_validation_refuses_what_would_fail_or_mislead(
 )
 def test_parameters_are_strictly_typed_and_finite(values: dict[str, object]) -> None:
     with pytest.raises(InvalidParameter, match=next(iter(values))):
-        SegmentParams.from_values(values)
+        MethodParams.parse(values)
 
 
 def test_segment_refuses_a_step_wider_than_the_window_before_loading_the_model(tmp_path: Path) -> None:
@@ -221,7 +219,7 @@ def test_segment_refuses_a_step_wider_than_the_window_before_loading_the_model(t
         capture_output=True, text=True, cwd=REPO, timeout=120,
     )  # fmt: skip
     assert done.returncode == 2
-    assert "step must be at most the model's window (256 px), got 400" in done.stderr
+    assert "step: must be at most the model's window (256 px), got 400" in done.stderr
     assert not (tmp_path / "out").exists()
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from models.method import Sigma
 from worker.engine.accumulate import stitch_windows
 from worker.engine.network_pass import WindowBatch
 from worker.engine.stitch import ArraySink, FileSink, StripStitcher, gaussian_weights
@@ -31,14 +32,14 @@ def fake_batches(
 
 
 def stitch(
-    grid: WindowGrid, batches: list[WindowBatch], sigma: float | None, tmp: Path, budget: int = 1 << 30
+    grid: WindowGrid, batches: list[WindowBatch], sigma: Sigma, tmp: Path, budget: int = 1 << 30
 ) -> np.ndarray:
     heat, _ = stitch_windows(batches, grid=grid, sigma=sigma, budget_bytes=budget, workdir=tmp)
     return heat
 
 
-@pytest.mark.parametrize("sigma", [None, 7.5])
-def test_constant_map_gives_heat_equal_to_p(tmp_path: Path, sigma: float | None) -> None:
+@pytest.mark.parametrize("sigma", ["none", 7.5])
+def test_constant_map_gives_heat_equal_to_p(tmp_path: Path, sigma: Sigma) -> None:
     grid = WindowGrid(height=70, width=90, window=32, step=11)
     heat = stitch(grid, fake_batches(grid, lambda y, x: 0.625), sigma, tmp_path)
     assert heat.shape == (70, 90)
@@ -48,7 +49,7 @@ def test_constant_map_gives_heat_equal_to_p(tmp_path: Path, sigma: float | None)
 def test_uniform_weights_average_the_covering_windows(tmp_path: Path) -> None:
     grid = WindowGrid(height=32, width=48, window=32, step=10)  # xs = 0, 10, 16
     probs = {0: 0.2, 10: 0.5, 16: 0.9}
-    heat = stitch(grid, fake_batches(grid, lambda y, x: probs[x]), None, tmp_path)
+    heat = stitch(grid, fake_batches(grid, lambda y, x: probs[x]), "none", tmp_path)
     assert heat[5, 5] == pytest.approx(0.2, abs=1e-6)  # window at x=0 only
     assert heat[5, 12] == pytest.approx((0.2 + 0.5) / 2, abs=1e-6)
     assert heat[5, 20] == pytest.approx((0.2 + 0.5 + 0.9) / 3, abs=1e-6)
@@ -94,7 +95,7 @@ def test_small_image_is_padded_and_cropped_back(tmp_path: Path) -> None:
 def test_uncovered_pixels_are_zero(tmp_path: Path) -> None:
     grid = WindowGrid(height=32, width=64, window=32, step=32)  # xs = 0, 32
     batches = [b for b in fake_batches(grid, lambda y, x: 0.8, batch=1) if b.xs[0] == 32]
-    heat = stitch(grid, batches, None, tmp_path)
+    heat = stitch(grid, batches, "none", tmp_path)
     assert (heat[:, :32] == 0).all()
     np.testing.assert_allclose(heat[:, 32:], 0.8, atol=1e-6)
 
@@ -112,7 +113,7 @@ def test_disk_sink_equals_memory_sink(tmp_path: Path) -> None:
 
 def test_sinks_share_one_interface(tmp_path: Path) -> None:
     for sink in (ArraySink(4, 3), FileSink(4, 3, tmp_path)):
-        stitcher = StripStitcher(height=4, width=3, window=2, sigma=None, sink=sink)
+        stitcher = StripStitcher(height=4, width=3, window=2, sigma="none", sink=sink)
         stitcher.add(torch.ones(1, 1, 1), torch.tensor([0.5]), np.array([0]), np.array([0]))
         heat = stitcher.finish()
         assert heat[0, 0] == pytest.approx(0.5)

@@ -79,10 +79,10 @@ def test_defaults_carry_the_row_in_processing_pixels_and_its_threshold() -> None
         [row("cam", 50, 2.5, dice=0.9, auc=0.9, t=0.38)], scorecam_exact=True, chosen_by="rcmseg evaluate"
     )
     assert chosen.defaults == MethodDefaults(
-        cam="cam", step=50, sigma_px=80.0, threshold=0.38, chosen_by="rcmseg evaluate"
+        cam="cam", step=50, sigma=80.0, threshold=0.38, chosen_by="rcmseg evaluate"
     )
     plain = choose_defaults([row("cam", 25, None, dice=0.9, auc=0.9)], scorecam_exact=True, chosen_by="x")
-    assert plain.defaults.sigma_px is None  # plain averaging, said explicitly
+    assert plain.defaults.sigma == "none"  # plain averaging, said explicitly
 
 
 def test_write_card_defaults_keeps_the_card_and_is_all_or_nothing(
@@ -91,7 +91,7 @@ def test_write_card_defaults_keeps_the_card_and_is_all_or_nothing(
     model = tmp_path / "m"
     shutil.copytree(tiny_model_dir, model)
     before = json.loads((model / "card.json").read_text())
-    defaults = MethodDefaults(cam="cam", step=50, sigma_px=80.0, threshold=0.38, chosen_by="rcmseg evaluate")
+    defaults = MethodDefaults(cam="cam", step=50, sigma=80.0, threshold=0.38, chosen_by="rcmseg evaluate")
     write_card_defaults(model, defaults, validation={"run": "cam/exact/step50/sigma2.5", "best_dice": 0.9})
     after = json.loads((model / "card.json").read_text())
     assert read_card(model).defaults == defaults

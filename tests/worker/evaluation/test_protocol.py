@@ -6,7 +6,6 @@ import csv
 import json
 import shutil
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from sklearn.metrics import roc_auc_score
 from app.cli import main
 from models.errors import InvalidParameter
 from models.labels import ASPECIFIC
+from models.method import Sigma
 from models.metrics.bootstrap import BootstrapParams, bootstrap
 from tests.worker.engine.test_pipeline import tissue
 from worker.datasets.table import PatchTable, write_table
@@ -112,7 +112,7 @@ def test_restitch_equals_a_fresh_run_for_each_sigma(tmp_path: Path, tiny_model_d
     pyvips.Image.new_from_array(array).pngsave(str(src))
     model = load_model(tiny_model_dir)
     params = SegmentParams(step=21, cam=cam, downsample=1, scorecam_top_k=3 if cam == "scorecam" else None)  # type: ignore[arg-type]
-    sigmas = [None, 12.0, 40.0]
+    sigmas: list[Sigma] = ["none", 12.0, 40.0]
     heats = sweep_heatmaps(
         array,
         model,
@@ -127,7 +127,7 @@ def test_restitch_equals_a_fresh_run_for_each_sigma(tmp_path: Path, tiny_model_d
     assert not np.allclose(heats[0], heats[2])  # the sigmas do change the map
     for sigma, heat in zip(sigmas, heats, strict=True):
         out = tmp_path / f"fresh-{sigma}"
-        segment_mosaic(src, model, out, params=replace(params, sigma=sigma))
+        segment_mosaic(src, model, out, params=params.model_copy(update={"sigma": sigma}))
         fresh = pyvips.Image.new_from_file(str(out / "heatmap.tif")).numpy()
         np.testing.assert_allclose(heat, fresh, rtol=0, atol=1e-6)
 
@@ -136,7 +136,7 @@ def test_dense_restitch_equals_a_fresh_dense_run(tiny_model_dir: Path) -> None:
     array = tissue(150, 170, seed=6)
     array[:, :70] = 0
     model = load_model(tiny_model_dir)
-    sigmas = [None, 16.0, 48.0]
+    sigmas: list[Sigma] = ["none", 16.0, 48.0]
     heats = dense_sweep(array, model, sigmas=sigmas, precision="fp32", stats=WindowStats())
     for sigma, heat in zip(sigmas, heats, strict=True):
         fresh = dense_heatmap(array, model, sigma=sigma).heat
@@ -334,7 +334,7 @@ def test_defaults_are_chosen_on_the_validation_split_and_written_into_the_card(
     assert chosen["run"] == best["key"]
     card = read_card(model)
     assert card.defaults is not None and line["chosen_defaults"] == chosen["defaults"]
-    assert (card.defaults.cam, card.defaults.step, card.defaults.sigma_px, card.defaults.threshold) == (
+    assert (card.defaults.cam, card.defaults.step, card.defaults.sigma, card.defaults.threshold) == (
         "cam", best["step_px"], best["sigma_px"], best["pooled"]["best_threshold"]
     )  # fmt: skip
     assert card.defaults.sigma_px is None or card.defaults.sigma_px == best["sigma_units"] * 32
