@@ -27,7 +27,7 @@ from worker.engine.pipeline import segment_mosaic
 from worker.engine.scorecam_windows import ScoreCamTally, scorecam_window_maps
 from worker.engine.windows import WindowGrid
 from worker.io.checkpoint import LoadedModel
-from worker.params import Mode, Precision, SegmentParams
+from worker.params import MethodParams, Mode, Precision, SegmentParams
 
 if TYPE_CHECKING:
     from benchmarks.gpu_suite import Suite
@@ -138,10 +138,9 @@ def engine_run(
     """The engine end to end (read, windows, stitch, export) on the shared mosaic, as ``rcmseg bench``
     runs it, without generating a mosaic each time."""
     scale, device = suite.scale, suite.device
-    params = SegmentParams.from_values(
-        {"step": scale.step, "precision": precision, "mode": mode, "downsample": scale.downsample},
-        defaults=model.card.method_defaults(),
-    )
+    params = MethodParams(
+        step=scale.step, precision=precision, mode=mode, downsample=scale.downsample
+    ).resolve(model.card.method_defaults())
     options = RunOptions(batch_size=scale.engine_batch, workdir=str(suite.workdir))
     out = suite.workdir / f"out-{len(list(suite.workdir.glob('out-*')))}"
     _peak_reset(device)

@@ -56,43 +56,45 @@ class Band:
     end: int
 
 
-def _split(count: int, parts: int) -> list[tuple[int, int]]:
-    """``count`` rows in ``min(parts, count)`` runs of consecutive rows, as equal as can be."""
-    if parts < 1:
-        raise InvalidParameter(f"parallel must be >= 1, got {parts}")
-    n = min(parts, count)
+def _split(count: int, parallel: int) -> list[tuple[int, int]]:
+    """``count`` rows in ``min(parallel, count)`` runs of consecutive rows, as equal as can be."""
+    if parallel < 1:
+        raise InvalidParameter(f"parallel must be >= 1, got {parallel}")
+    n = min(parallel, count)
     edges = [round(i * count / n) for i in range(n + 1)]
     return [(edges[i], edges[i + 1]) for i in range(n)]
 
 
-def plan_bands(grid: WindowGrid, parts: int) -> list[Band]:
-    """Exact mode: the grid's window rows in ``parts`` bands (fewer when there are fewer rows)."""
+def plan_bands(grid: WindowGrid, parallel: int) -> list[Band]:
+    """Exact mode: the grid's window rows in ``parallel`` bands (fewer when there are fewer rows)."""
     ys = grid.ys
     bands = []
-    for i, (a, b) in enumerate(_split(len(ys), parts)):
+    for i, (a, b) in enumerate(_split(len(ys), parallel)):
         y0, y1 = int(ys[a]), min(int(ys[b - 1]) + grid.window, grid.height)
         bands.append(Band(index=i, y0=y0, y1=max(y1, y0 + 1), first=a, end=b))
     return bands
 
 
-def plan_dense_bands(height: int, width: int, window: int, parts: int, options: DenseOptions) -> list[Band]:
-    """Dense mode: rows of tiles in ``parts`` bands; ``y0:y1`` are the cell rows each one computes."""
+def plan_dense_bands(
+    height: int, width: int, window: int, parallel: int, options: DenseOptions
+) -> list[Band]:
+    """Dense mode: rows of tiles in ``parallel`` bands; ``y0:y1`` are the cell rows each one computes."""
     padded_h = math.ceil(max(height, window) / STRIDE) * STRIDE
     hc = padded_h // STRIDE
     core = options.tile_cells
     tile_rows = math.ceil(hc / core)
     return [
         Band(index=i, y0=a * core, y1=min(b * core, hc), first=a, end=b)
-        for i, (a, b) in enumerate(_split(tile_rows, parts))
+        for i, (a, b) in enumerate(_split(tile_rows, parallel))
     ]
 
 
-def bands_for(image_shape: tuple[int, int], window: int, params: SegmentParams, parts: int) -> list[Band]:
+def bands_for(image_shape: tuple[int, int], window: int, params: SegmentParams, parallel: int) -> list[Band]:
     """The bands of a processing image for the run ``params`` ask for."""
     h, w = image_shape
     if params.mode == "dense":
-        return plan_dense_bands(h, w, window, parts, DenseOptions())
-    return plan_bands(WindowGrid(height=h, width=w, window=window, step=params.step), parts)
+        return plan_dense_bands(h, w, window, parallel, DenseOptions())
+    return plan_bands(WindowGrid(height=h, width=w, window=window, step=params.step), parallel)
 
 
 def _stats_dict(stats: WindowStats, wall_s: float) -> dict[str, Any]:

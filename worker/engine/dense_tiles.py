@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from models.cam.classic import normalise_input
 from models.cam.dense import stitch_cells, window_statistics, windowed_squeeze_excite
 from models.errors import InvalidParameter
+from models.method import Sigma
 from models.network import classifier_weight
 from models.precision import autocast_unless_fp32
 from worker.engine.stitch import gaussian_weights
@@ -146,7 +147,7 @@ class DenseWindows:
     def max_prob(self) -> float:
         return float(self.prob[self.keep].max()) if self.kept else 0.0
 
-    def heat(self, sigma: float | None) -> np.ndarray:
+    def heat(self, sigma: Sigma) -> np.ndarray:
         """The heat map for ``sigma``: stitched on the cell grid, upsampled once, cropped to the image."""
         cells = self.window // STRIDE
         centres = (np.arange(cells) * STRIDE + (STRIDE - 1) / 2.0).round().astype(int)
@@ -175,7 +176,7 @@ def dense_heatmap(
     image: np.ndarray,
     model: LoadedModel,
     *,
-    sigma: float | None,
+    sigma: Sigma,
     dtype: torch.dtype = torch.float32,
     options: DenseOptions | None = None,
     progress: ProgressFn | None = None,

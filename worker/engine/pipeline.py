@@ -212,7 +212,7 @@ def _facts(
             step=DENSE_STRIDE if params.mode == "dense" else params.step,
         ),
         downsample=downsample,
-        threshold=card.threshold if params.threshold is None else params.threshold,
+        threshold=card.method_defaults().threshold if params.threshold is None else params.threshold,
         batch_size=options.batch_size or default_batch_size(device, card.window),
         device=device,
     )

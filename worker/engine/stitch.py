@@ -19,6 +19,7 @@ import torch
 
 from models.cam.classic import upsample_maps
 from models.errors import InvalidParameter
+from models.method import PLAIN_AVERAGING, Sigma
 
 WEIGHT_FLOOR = float(np.finfo(np.float32).tiny)
 """The smallest normal float32 (1.2e-38): the floor under the Gaussian weights."""
@@ -30,15 +31,16 @@ def _gaussian_1d(size: int, sigma: float) -> np.ndarray:
     return np.exp(-(u**2) / (2.0 * sigma**2))
 
 
-def gaussian_weights(size: int, sigma: float | None) -> np.ndarray:
-    """G(u, v) = exp(-((u-c)^2 + (v-c)^2) / (2 sigma^2)), c = (size-1)/2; all ones for ``None``.
+def gaussian_weights(size: int, sigma: Sigma) -> np.ndarray:
+    """G(u, v) = exp(-((u-c)^2 + (v-c)^2) / (2 sigma^2)), c = (size-1)/2; all ones for ``"none"`` (plain
+    averaging).
 
     Built from cached separable 1-D pieces.
     """
-    if sigma is None:
+    if sigma == PLAIN_AVERAGING:
         return np.ones((size, size), dtype=np.float32)
-    if not sigma > 0:
-        raise InvalidParameter(f"sigma must be > 0, got {sigma}")
+    if isinstance(sigma, bool) or not isinstance(sigma, int | float) or not sigma > 0:
+        raise InvalidParameter(f"sigma must be > 0 or {PLAIN_AVERAGING!r}, got {sigma!r}")
     g = _gaussian_1d(size, float(sigma))
     # Only underflow is caught: a weight that float32 cannot hold (below its smallest normal number) would
     # drop the pixels that only a window's far tail covers out of the heatmap. Every weight the formula
@@ -136,7 +138,7 @@ class StripStitcher:
         height: int,
         width: int,
         window: int,
-        sigma: float | None,
+        sigma: Sigma,
         sink: HeatSink,
         device: torch.device | str = "cpu",
         sums: SumsSink | None = None,

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from models.method import Sigma
 from models.precision import PRECISIONS
 from worker.engine.accumulate import stitch_many
 from worker.engine.dense_tiles import DenseOptions, DenseWindows, cam_grid, pad_to_cells
@@ -45,7 +46,7 @@ def sweep_heatmaps(
     *,
     grid: WindowGrid,
     params: SegmentParams,
-    sigmas: Sequence[float | None],
+    sigmas: Sequence[Sigma],
     batch_size: int,
     budget_bytes: int,
     workdir: Path,
@@ -70,7 +71,7 @@ def dense_sweep(
     image: np.ndarray,
     model: LoadedModel,
     *,
-    sigmas: Sequence[float | None],
+    sigmas: Sequence[Sigma],
     precision: Precision,
     stats: WindowStats,
     progress: ProgressFn | None = None,

@@ -88,7 +88,7 @@ def run_band_job(**kwargs: Unpack[BandJobKwargs]) -> dict[str, Any]:
 
     def work() -> None:
         model = runtime.model(kwargs["model"])
-        params = SegmentParams.from_values(kwargs["params"])
+        params = SegmentParams.from_job(kwargs["params"])
         options = runtime.options
         mosaic = open_mosaic(src, max_pixels=options.max_pixels)
         plan = plan_for(params, mosaic.header, model.card)
@@ -131,7 +131,7 @@ def run_merge_job(**kwargs: Unpack[MergeJobKwargs]) -> dict[str, Any]:
     reporter.start()
     src, out = runtime.data_dir / kwargs["source"], runtime.data_dir / kwargs["out_dir"]
     folder = runtime.data_dir / kwargs["parts_dir"]
-    params = SegmentParams.from_values(kwargs["params"])
+    params = SegmentParams.from_job(kwargs["params"])
 
     def merged(image: Any, model: Any, **_: Any) -> Any:
         return merge_bands(folder, kwargs["bands"], image, model, params)

@@ -186,7 +186,7 @@ def run_segment_job(**kwargs: Unpack[SegmentJobKwargs]) -> dict[str, Any]:
                 src,
                 runtime.model(model),
                 out,
-                params=SegmentParams.from_values(params),
+                params=SegmentParams.from_job(params),
                 options=runtime.options,
                 progress=reporter.progress,
                 should_cancel=reporter.should_cancel,

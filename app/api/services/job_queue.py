@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid
-from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
@@ -172,7 +171,7 @@ class JobQueue:
             "source_name": mosaic.filename,
             "out_dir": self.storage.result_relpath(owner, result_key),
             "model": model.name,
-            "params": asdict(params),
+            "params": params.model_dump(),
             "cancel_key": self.cancel_key(job_id),
         }
         self.storage.touch_mosaic(owner, mosaic.id)

@@ -75,7 +75,7 @@ def parts(service: Service, job_id: str) -> list[Job]:
 
 @pytest.mark.parametrize(
     "params",
-    [{"step": 24, "sigma_px": 16.0}, {"step": 48, "cam": "scorecam"}, {"mode": "dense", "sigma_px": 32.0}],
+    [{"step": 24, "sigma": 16.0}, {"step": 48, "cam": "scorecam"}, {"mode": "dense", "sigma": 32.0}],
     ids=["cam", "scorecam", "dense"],
 )
 def test_two_workers_give_the_one_worker_result(
