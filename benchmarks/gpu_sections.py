@@ -20,10 +20,10 @@ from models.labels import ASPECIFIC
 from models.precision import PRECISIONS
 from worker.bench import BenchConfig, bare_network_rate, make_bench_mosaic, run_bench
 from worker.engine.accumulate import stitch_windows
-from worker.engine.compiled import compile_cam
 from worker.engine.network_pass import WindowStats, run_windows
 from worker.engine.options import RunOptions
 from worker.engine.pipeline import segment_mosaic
+from worker.engine.predictor import compile_cam
 from worker.engine.scorecam_windows import ScoreCamTally, scorecam_window_maps
 from worker.engine.windows import WindowGrid
 from worker.io.checkpoint import LoadedModel

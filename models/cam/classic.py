@@ -37,6 +37,14 @@ def normalise_input(pixels: torch.Tensor, mean: Sequence[float], std: Sequence[f
     return x.sub_(m).div_(s)
 
 
+def pad_batch(x: torch.Tensor, size: int) -> torch.Tensor:
+    """The batch with zero entries appended up to ``size`` along the first axis (a fixed call shape); the
+    caller drops the outputs of the padding."""
+    if x.shape[0] >= size:
+        return x
+    return torch.cat([x, x.new_zeros((size - x.shape[0], *x.shape[1:]))])
+
+
 def minmax_per_window(maps: torch.Tensor) -> torch.Tensor:
     """Scale each map of (..., h, w) to [0, 1] over its own h x w grid; a flat map becomes all zeros.
 

@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.cam.classic import minmax_per_window
+from models.cam.classic import minmax_per_window, pad_batch
 from models.errors import InvalidModel, InvalidParameter
 from models.network import classifier_weight
 
@@ -141,8 +141,14 @@ def scorecam(
     *,
     params: ScoreCamParams | None = None,
     features_fn: FeaturesFn | None = None,
+    pad: Callable[[int], int] | None = None,
 ) -> ScoreCamResult:
-    """ScoreCAM maps of a batch of windows ``x`` (n, C_in, S, S); ``net`` must be in eval mode."""
+    """ScoreCAM maps of a batch of windows ``x`` (n, C_in, S, S); ``net`` must be in eval mode.
+
+    ``pad`` gives the batch dimension each network call runs at for ``m`` inputs (the plain pass and every
+    chunk of masked windows): the inputs are padded with zeros up to it and the padding's outputs dropped,
+    so a caller that fixes its call shapes (an engine on an accelerator) keeps them fixed here too. Masked
+    windows of several windows and channels share one chunk, laid out channels-last on a GPU."""
     params = params or ScoreCamParams()
     if x.ndim != 4:
         raise InvalidParameter(f"windows must be (n, channels, height, width), got shape {tuple(x.shape)}")
@@ -151,13 +157,16 @@ def scorecam(
             "ScoreCAM needs the network in eval mode (batch norm would mix masked windows)"
         )
     n, size = x.shape[0], (x.shape[-2], x.shape[-1])
+    padded = pad_batch(x, pad(n)) if pad is not None else x
     forward_features = cast(FeaturesFn, net.forward_features)
-    acts = (features_fn or forward_features)(x)
-    if acts.ndim != 4 or acts.shape[0] != n:
+    acts = (features_fn or forward_features)(padded)
+    if acts.ndim != 4 or acts.shape[0] != padded.shape[0]:
         raise InvalidParameter(f"activations must be (n, C, h, w), got shape {tuple(acts.shape)}")
     # The window's own logit: from the same activations when they are the classifier's input.
-    logits = cast(FeaturesFn, net.forward_head)(acts) if features_fn is None else net(x)
-    probs = torch.sigmoid(_one_logit(logits, n).float())
+    logits = cast(FeaturesFn, net.forward_head)(acts) if features_fn is None else net(padded)
+    acts = acts[:n]
+    probs = torch.sigmoid(_one_logit(logits, padded.shape[0])[:n].float())
+    layout = torch.channels_last if x.device.type == "cuda" else torch.contiguous_format
 
     active = torch.flatten(torch.nonzero(probs >= params.skip_below))
     scores = torch.zeros(acts.shape[:2], dtype=acts.dtype, device=acts.device)
@@ -171,7 +180,10 @@ def scorecam(
             w = window_of[start : start + params.chunk]
             c = channel_of[start : start + params.chunk]
             up = F.interpolate(acts[w, c][:, None], size=size, mode="bilinear", align_corners=False)
-            masked_logits = _one_logit(net(x[w] * minmax_per_window(up).to(x.dtype)), w.numel())
+            inputs = x[w] * minmax_per_window(up).to(x.dtype)
+            m = int(w.numel())
+            inputs = pad_batch(inputs, pad(m)) if pad is not None else inputs
+            masked_logits = _one_logit(net(inputs.contiguous(memory_format=layout)), inputs.shape[0])[:m]
             scores[w, c] = torch.sigmoid(masked_logits.float()).to(scores.dtype)
             batches += 1
 

@@ -49,6 +49,26 @@ class DenseResult:
     seconds: dict[str, float]
 
 
+def _tile_span(start: int, cells: int, span: int, halo: int) -> tuple[int, int]:
+    """Cell rows (or columns) ``first:end`` of the tile whose core starts at ``start``: ``span`` cells,
+    the core with its halo, moved inward to end flush with the image where the halo would cross its edge
+    (as the window grid does), so that every tile of an image has one shape (the image's, where it is
+    smaller than one tile). At the image's edge there is no halo, as a window has none there either: the
+    network's own zero padding plays the part it plays at a window's edge. Padding a tile instead would
+    change the features of the cells near the edge."""
+    first = max(0, min(start - halo, cells - span))
+    return first, min(first + span, cells)
+
+
+def tile_shape(height: int, width: int, window: int, options: DenseOptions) -> tuple[int, int]:
+    """The one (height, width) in pixels of every tile of an image of this size: a core with its halo,
+    or the image padded to cells where it is smaller."""
+    span = (options.tile_cells + 2 * options.halo_cells) * STRIDE
+    hp = math.ceil(max(height, window) / STRIDE) * STRIDE
+    wp = math.ceil(max(width, window) / STRIDE) * STRIDE
+    return min(span, hp), min(span, wp)
+
+
 def cam_grid(
     image: np.ndarray,
     model: LoadedModel,
@@ -79,10 +99,8 @@ def cam_grid(
             if should_cancel is not None and should_cancel():
                 raise JobCanceled("canceled between tiles")
             r1, c1 = min(r + core, hc), min(c + core, wc)
-            # the halo stops at the image's edge, where windows stop too: there the network's own zero
-            # padding plays the part it plays at a window's edge
-            top, left = max(r - halo, 0), max(c - halo, 0)
-            bottom, right = min(r1 + halo, hc), min(c1 + halo, wc)
+            top, bottom = _tile_span(r, hc, core + 2 * halo, halo)
+            left, right = _tile_span(c, wc, core + 2 * halo, halo)
             block = image[top * STRIDE : bottom * STRIDE, left * STRIDE : right * STRIDE]
             tile = torch.from_numpy(np.ascontiguousarray(block))[None]
             x = normalise_input(tile.to(device), card.mean, card.std)

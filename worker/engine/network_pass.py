@@ -21,11 +21,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.cam.classic import WindowMaps, cam_windows, normalise_input
+from models.cam.classic import WindowMaps, cam_windows, normalise_input, pad_batch
 from models.cam.scorecam import ScoreCamParams
 from models.precision import PRECISIONS
 from worker.engine.scorecam_windows import ScoreCamTally, scorecam_window_maps
-from worker.engine.source import iter_pixel_batches, prefetch
+from worker.engine.source import iter_pixel_batches, prefetch, resident_batches
 from worker.engine.windows import WindowGrid
 from worker.errors import JobCanceled
 from worker.io.checkpoint import LoadedModel
@@ -68,42 +68,72 @@ class WindowStats:
     )
 
 
-def _map_fn(model: LoadedModel, params: SegmentParams, stats: WindowStats) -> MapFn:
+def bucket(n: int, batch_size: int) -> int:
+    """The batch dimension ``n`` windows run at: the batch size, or the smallest power of two that holds
+    them when that is smaller. A job's network calls then have a few shapes known in advance
+    (:func:`batch_shapes`), whatever the mosaic's window count: compiled graphs and cuDNN's per-shape
+    plans are made once per worker, not once per mosaic."""
+    if n >= batch_size:
+        return batch_size
+    return min(batch_size, 1 << max(0, n - 1).bit_length())
+
+
+def batch_shapes(batch_size: int) -> tuple[int, ...]:
+    """Every batch dimension :func:`bucket` gives for ``batch_size``: the powers of two below it, and it."""
+    sizes = {batch_size}
+    size = 1
+    while size < batch_size:
+        sizes.add(size)
+        size *= 2
+    return tuple(sorted(sizes))
+
+
+def smaller_bucket(size: int) -> int:
+    """The batch after an out-of-memory at ``size``: the largest power of two below it (at least 1)."""
+    return max(1, 1 << max(0, (size - 1).bit_length() - 1))
+
+
+def _map_fn(model: LoadedModel, params: SegmentParams, stats: WindowStats, batch_size: int) -> MapFn:
     dtype = PRECISIONS[params.precision]
     if params.cam == "scorecam":
         stats.scorecam = ScoreCamTally(
-            ScoreCamParams(top_k=params.scorecam_top_k, skip_below=params.scorecam_skip_below)
+            ScoreCamParams(
+                top_k=params.scorecam_top_k, skip_below=params.scorecam_skip_below, chunk=batch_size
+            )
         )
-        return scorecam_window_maps(model, dtype=dtype, tally=stats.scorecam)
+        return scorecam_window_maps(
+            model, dtype=dtype, tally=stats.scorecam, pad=lambda n: bucket(n, batch_size)
+        )
     compiled = model.compiled
-    if compiled is not None:
-        stats.compiled = True
-        return lambda x: compiled(x, dtype)
-    return lambda x: cam_windows(model.net, x, dtype=dtype)
+    if compiled is None:
+        return lambda x: cam_windows(model.net, x, dtype=dtype)
+    stats.compiled = True
+
+    def compiled_or_eager(x: torch.Tensor) -> WindowMaps:
+        # the full batch (nearly every window) runs compiled; a job's one short batch, warm, eagerly
+        if x.shape[0] == compiled.batch_size:
+            return compiled(x, dtype)  # type: ignore[no-any-return]
+        return cam_windows(model.net, x, dtype=dtype)
+
+    return compiled_or_eager
 
 
-def _pad_to(x: torch.Tensor, size: int) -> torch.Tensor:
-    """The batch with zero windows appended up to ``size`` (a compiled pass has one static shape)."""
-    if x.shape[0] >= size:
-        return x
-    return torch.cat([x, x.new_zeros((size - x.shape[0], *x.shape[1:]))])
-
-
-def map_with_retry(map_fn: MapFn, x: torch.Tensor, stats: WindowStats, *, pad: bool = False) -> WindowMaps:
-    """``map_fn`` over ``x`` in chunks of ``stats.batch_size``; a CUDA out-of-memory halves the size (down
-    to 1, recorded in ``stats``) and runs the whole batch again. ``pad`` fills a short chunk with zero
-    windows to the chunk size (for a compiled pass), and drops their outputs."""
+def map_with_retry(map_fn: MapFn, x: torch.Tensor, stats: WindowStats, *, pad: bool = True) -> WindowMaps:
+    """``map_fn`` over ``x`` in chunks of ``stats.batch_size``; a CUDA out-of-memory lowers the size to the
+    power of two below it (down to 1, recorded in ``stats``) and runs the whole batch again. ``pad`` fills
+    a short chunk with zero windows up to its :func:`bucket`, and drops their outputs (``pad=False`` for a
+    map function that pads itself, as ScoreCAM does)."""
     n = int(x.shape[0])
     if stats.batch_size < 1:
         stats.batch_size = n
     while True:
-        size = min(stats.batch_size, n) if not pad else stats.batch_size
+        size = stats.batch_size
         try:
             probs, maps = [], []
             for i in range(0, n, size):
                 chunk = x[i : i + size]
                 m = int(chunk.shape[0])
-                out = map_fn(_pad_to(chunk, size) if pad else chunk)
+                out = map_fn(pad_batch(chunk, bucket(m, size)) if pad else chunk)
                 probs.append(out.prob[:m].float())
                 maps.append(out.maps[:m].float())
             if len(probs) == 1:
@@ -115,9 +145,9 @@ def map_with_retry(map_fn: MapFn, x: torch.Tensor, stats: WindowStats, *, pad: b
             del probs, maps
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
-            stats.batch_size = max(1, min(stats.batch_size, n) // 2)
+            stats.batch_size = smaller_bucket(min(stats.batch_size, bucket(n, stats.batch_size)))
             stats.oom_retries += 1
-            log.warning("out of device memory: batch halved to %d windows", stats.batch_size)
+            log.warning("out of device memory: batch lowered to %d windows", stats.batch_size)
 
 
 def run_windows(
@@ -132,22 +162,28 @@ def run_windows(
     should_cancel: CancelFn | None = None,
     on_device: bool = False,
     map_fn: MapFn | None = None,
+    resident: bool = False,
 ) -> Iterator[WindowBatch]:
     """Probabilities and normalised maps of every non-empty window, batch by batch, in raster order.
 
     With ``on_device`` the outputs stay where the network ran (for stitching there); otherwise they are
     moved to the CPU (for keeping and restitching). ``map_fn`` replaces the network pass that ``params``
-    choose (CAM, compiled CAM or ScoreCAM).
+    choose (CAM, compiled CAM or ScoreCAM). With ``resident`` the image is uploaded to the device once and
+    windows are cut there (:func:`worker.engine.source.resident_batches`); otherwise a host thread cuts
+    them ahead of the device.
     """
     device = model.device
     card = model.card
     if map_fn is None:
-        map_fn = _map_fn(model, params, stats)
-    pad = stats.compiled
+        map_fn = _map_fn(model, params, stats, batch_size)
+    pads_itself = params.cam == "scorecam"
     stats.batch_size = batch_size
     stats.total = grid.count
     started = time.perf_counter()
-    source = prefetch(iter_pixel_batches(image, grid, batch_size, pin=device.type == "cuda"))
+    if resident:
+        source = resident_batches(image, grid, batch_size, device=device)
+    else:
+        source = prefetch(iter_pixel_batches(image, grid, batch_size, pin=device.type == "cuda"))
     for batch in source:
         if should_cancel is not None and should_cancel():
             raise JobCanceled("canceled between batches")
@@ -162,7 +198,7 @@ def run_windows(
                     x = x.contiguous(memory_format=torch.channels_last)
                     torch.cuda.synchronize(device)
                 t1 = time.perf_counter()
-                out = map_with_retry(map_fn, x, stats, pad=pad)
+                out = map_with_retry(map_fn, x, stats, pad=not pads_itself)
                 prob, maps = out.prob, out.maps
                 if not on_device:
                     prob, maps = prob.cpu(), maps.cpu()

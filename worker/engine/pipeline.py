@@ -21,12 +21,12 @@ import pyvips
 
 from models.errors import InvalidParameter
 from models.precision import PRECISIONS
-from worker.engine.accumulate import stitch_windows
 from worker.engine.dense_tiles import STRIDE as DENSE_STRIDE
 from worker.engine.dense_tiles import dense_heatmap
 from worker.engine.device import default_batch_size, release_freed_memory
-from worker.engine.network_pass import WindowStats, run_windows
+from worker.engine.network_pass import WindowStats
 from worker.engine.options import RunOptions
+from worker.engine.predictor import Predictor
 from worker.engine.summary import RunFacts, build_summary
 from worker.engine.windows import WindowGrid
 from worker.errors import ExportFailed
@@ -87,26 +87,17 @@ def heat_of(
     if params.mode == "dense":
         heat, covered = _dense(image, model, params, stats, progress, should_cancel)
         return heat, covered, stats
-    device = model.device
-    batches = run_windows(
+    predictor = Predictor.for_model(model, precision=params.precision, batch_size=batch_size)
+    ((heat, covered),) = predictor.exact_pass(
         image,
-        model,
         grid=grid,
         params=params,
-        batch_size=batch_size,
-        stats=stats,
-        progress=progress,
-        should_cancel=should_cancel,
-        on_device=True,
-    )
-    heat, covered = stitch_windows(
-        batches,
-        grid=grid,
-        sigma=params.sigma,
+        sigmas=[params.sigma],
         budget_bytes=options.memory_budget_bytes,
         workdir=scratch,
         stats=stats,
-        device=device,
+        progress=progress,
+        should_cancel=should_cancel,
     )
     return heat, covered, stats
 

@@ -32,18 +32,23 @@ class ScoreCamTally:
 
 
 def scorecam_window_maps(
-    model: LoadedModel, *, dtype: torch.dtype, tally: ScoreCamTally
+    model: LoadedModel,
+    *,
+    dtype: torch.dtype,
+    tally: ScoreCamTally,
+    pad: Callable[[int], int] | None = None,
 ) -> Callable[[torch.Tensor], WindowMaps]:
-    """A function from a normalised window batch to (p, normalised ScoreCAM map at window size)."""
+    """A function from a normalised window batch to (p, normalised ScoreCAM map at window size); ``pad``
+    fixes the batch dimension of every network call (:func:`models.cam.scorecam.scorecam`)."""
     net = model.net
-    device = next(net.parameters()).device
+    device = model.device
 
     def run(x: torch.Tensor) -> WindowMaps:
         if dtype != torch.float32:
             with torch.autocast(device_type=device.type, dtype=dtype):
-                result = scorecam(net, x, params=tally.params)
+                result = scorecam(net, x, params=tally.params, pad=pad)
         else:
-            result = scorecam(net, x, params=tally.params)
+            result = scorecam(net, x, params=tally.params, pad=pad)
         tally.counts = tally.counts + result.counts
         return WindowMaps(prob=result.probs.float(), maps=minmax_per_window(result.maps.float()))
 

@@ -148,3 +148,61 @@ def prefetch(batches: Iterator[PixelBatch], depth: int = 3) -> Iterator[PixelBat
     finally:
         stop.set()
         thread.join(timeout=5)
+
+
+def upload_image(image: np.ndarray, grid: WindowGrid, device: torch.device) -> torch.Tensor:
+    """The processing image on ``device`` once (uint8), zero-padded to the grid's padded shape."""
+    hp, wp = grid.padded_shape
+    pixels = torch.from_numpy(np.ascontiguousarray(image)).to(device)
+    if pixels.shape != (hp, wp):
+        pixels = torch.nn.functional.pad(pixels, (0, wp - pixels.shape[1], 0, hp - pixels.shape[0]))
+    return pixels
+
+
+def nonempty_windows(pixels: torch.Tensor, grid: WindowGrid) -> np.ndarray:
+    """(rows, cols) of the grid: whether each window holds a non-zero pixel, from one integral image of
+    the non-zero pixels on the device (one transfer back, whatever the window count)."""
+    s = grid.window
+    counts = torch.nn.functional.pad((pixels > 0).to(torch.int32).cumsum(0).cumsum(1), (1, 0, 1, 0))
+    ys = torch.as_tensor(grid.ys, device=pixels.device)[:, None]
+    xs = torch.as_tensor(grid.xs, device=pixels.device)[None, :]
+    inside = counts[ys + s, xs + s] - counts[ys, xs + s] - counts[ys + s, xs] + counts[ys, xs]
+    return cast(np.ndarray, (inside > 0).cpu().numpy())
+
+
+def resident_batches(
+    image: np.ndarray, grid: WindowGrid, batch_size: int, *, device: torch.device
+) -> Iterator[PixelBatch]:
+    """Batches of non-empty windows in raster order, cut on ``device`` from the image uploaded once.
+
+    The windows are a strided view of the image (``as_strided``: one (S, S) view per position, no copy);
+    a batch is one index gather from it. No window passes through the host.
+    """
+    clock = time.perf_counter()
+    pixels = upload_image(image, grid, device)
+    hp, wp = pixels.shape
+    s = grid.window
+    views = pixels.as_strided((hp - s + 1, wp - s + 1, s, s), (wp, 1, wp, 1))
+    keep = nonempty_windows(pixels, grid).reshape(-1)
+    ys = np.repeat(grid.ys, len(grid.xs))
+    xs = np.tile(grid.xs, len(grid.ys))
+    order = np.flatnonzero(keep)  # raster positions of the kept windows
+    seconds = time.perf_counter() - clock
+    if not len(order):
+        empty = np.zeros(0, dtype=np.int64)
+        yield PixelBatch(pixels[:0, :s, :s], empty, empty, skipped=len(keep), seconds=seconds)
+        return
+    counted = 0  # raster positions whose skips are already reported
+    for start in range(0, len(order), batch_size):
+        clock = time.perf_counter()
+        part = order[start : start + batch_size]
+        last = len(keep) if start + batch_size >= len(order) else int(part[-1]) + 1
+        skipped = (last - counted) - len(part)
+        counted = last
+        index_y = torch.as_tensor(ys[part], device=device)
+        index_x = torch.as_tensor(xs[part], device=device)
+        batch = views[index_y, index_x]
+        yield PixelBatch(
+            batch, ys[part], xs[part], skipped=skipped, seconds=seconds + time.perf_counter() - clock
+        )
+        seconds = 0.0

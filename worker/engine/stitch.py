@@ -153,6 +153,7 @@ class StripStitcher:
         self._num = torch.zeros((0, self.padded_w), dtype=torch.float32, device=self.device)
         self._den = torch.zeros_like(self._num)
         self.covered_pixels = 0
+        self._window_offsets: torch.Tensor | None = None
 
     def _ensure_band(self, y_end: int) -> None:
         rows = y_end - self.band_y0
@@ -172,10 +173,20 @@ class StripStitcher:
         self._ensure_band(int(ys.max()) + s)
         contrib = upsample_maps(maps.to(self.device, torch.float32), s)
         contrib = contrib * prob.to(self.device, torch.float32).view(-1, 1, 1) * self.weights
-        for i, (y, x) in enumerate(zip(ys.tolist(), xs.tolist(), strict=True)):
-            r = y - self.band_y0
-            self._num[r : r + s, x : x + s] += contrib[i]
-            self._den[r : r + s, x : x + s] += self.weights
+        # One overlap-add for the whole batch: every window pixel's place in the band, flattened, and one
+        # index_add (which sums repeated places) for the numerator and one for the weights.
+        corners = torch.as_tensor((ys - self.band_y0) * self.padded_w + xs, device=self.device)
+        places = (corners[:, None] + self._offsets()[None, :]).reshape(-1)
+        self._num.view(-1).index_add_(0, places, contrib.reshape(-1))
+        self._den.view(-1).index_add_(0, places, self.weights.expand(len(ys), s, s).reshape(-1))
+
+    def _offsets(self) -> torch.Tensor:
+        """Each pixel of a window as an offset from its top-left corner in the flattened band."""
+        if self._window_offsets is None:
+            rows = torch.arange(self.window, device=self.device) * self.padded_w
+            cols = torch.arange(self.window, device=self.device)
+            self._window_offsets = (rows[:, None] + cols[None, :]).reshape(-1)
+        return self._window_offsets
 
     def flush_until(self, y: int) -> None:
         """Finalise rows [band_y0, y): no later window can reach them."""

@@ -17,9 +17,9 @@ import torch
 
 from models.method import Sigma
 from models.precision import PRECISIONS
-from worker.engine.accumulate import stitch_many
 from worker.engine.dense_tiles import DenseOptions, DenseWindows, cam_grid, pad_to_cells
-from worker.engine.network_pass import WindowStats, run_windows
+from worker.engine.network_pass import WindowStats
+from worker.engine.predictor import Predictor
 from worker.engine.windows import WindowGrid
 from worker.io.checkpoint import LoadedModel
 from worker.params import Precision, SegmentParams
@@ -55,14 +55,19 @@ def sweep_heatmaps(
 ) -> list[np.ndarray]:
     """The heat map of every sigma from one pass over the windows (``params.sigma`` is ignored).
 
-    The engine's own stitcher (:func:`worker.engine.accumulate.stitch_many`) takes every batch once for all
-    sigmas, so each heat map is what ``rcmseg segment`` gives for the same windows and sigma.
+    The engine's own pass (:meth:`worker.engine.predictor.Predictor.exact_pass`) stitches every batch once
+    for all sigmas, so each heat map is what ``rcmseg segment`` gives for the same windows and sigma.
     """
-    batches = run_windows(
-        image, model, grid=grid, params=params, batch_size=batch_size, stats=stats, progress=progress
-    )
-    stitched = stitch_many(
-        batches, grid=grid, sigmas=sigmas, budget_bytes=budget_bytes, workdir=workdir, stats=stats
+    predictor = Predictor.for_model(model, precision=params.precision, batch_size=batch_size)
+    stitched = predictor.exact_pass(
+        image,
+        grid=grid,
+        params=params,
+        sigmas=sigmas,
+        budget_bytes=budget_bytes,
+        workdir=workdir,
+        stats=stats,
+        progress=progress,
     )
     return [heat for heat, _covered in stitched]
 

@@ -30,7 +30,7 @@ class LoadedModel:
     weights_sha256: str
     path: Path
     compiled: Any = None
-    """A ``worker.engine.compiled.CompiledCam`` when the worker compiled this network at start, else None."""
+    """A ``worker.engine.predictor.CompiledCam`` when the worker compiled this network at start, else None."""
 
     @property
     def device(self) -> torch.device:

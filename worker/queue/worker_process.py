@@ -67,6 +67,14 @@ class MosaicWorker(SimpleWorker):
         self.heartbeat_s = heartbeat_s
         self.stop_asked = False
 
+    warmup_s: float = 0.0
+    """Seconds the worker spent running every input shape once before registering (``warm`` in its
+    registration: a worker registers only when warm, so ``/readyz`` counts it only then)."""
+
+    def register_birth(self, *args: object, **kwargs: object) -> None:
+        super().register_birth(*args, **kwargs)  # type: ignore[arg-type]
+        self.connection.hset(self.key, mapping={"warm": 1, "warmup_s": round(self.warmup_s, 2)})
+
     def request_stop(self, signum: int, frame: object) -> None:
         """SIGTERM/SIGINT: finish the current job, then stop (and do not reconnect)."""
         self.stop_asked = True
@@ -160,8 +168,8 @@ def load_models(zoo: Path, names: tuple[str, ...], device: str) -> tuple[str, di
 def compile_models(models: dict[Path, LoadedModel], config: WorkerConfig) -> dict[Path, LoadedModel]:
     """Each model with its CAM pass compiled and warmed up at the worker's batch size and the device's
     default precision, when ``config.compile`` asks for it (``auto``: on CUDA only)."""
-    from worker.engine.compiled import compile_cam
     from worker.engine.device import default_batch_size, default_precision, resolve_device
+    from worker.engine.predictor import compile_cam
 
     dev = resolve_device(config.device)
     if config.compile == "off" or (config.compile == "auto" and dev.type != "cuda"):
@@ -181,6 +189,9 @@ def run_worker(config: WorkerConfig, *, burst: bool = False) -> bool:
     prepare_process(resolve_device(config.device), threads=config.threads)  # cuDNN autotuning on CUDA
     device, models = load_models(config.zoo, config.models, config.device)
     models = compile_models(models, config)
+    from worker.engine.predictor import warm_worker
+
+    warmup_s = warm_worker(list(models.values()), batch_size=config.options.batch_size)  # before registering
     name = config.name or f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
     connection = Redis.from_url(config.redis_url, socket_connect_timeout=5, health_check_interval=30)
     worked = False
@@ -193,6 +204,7 @@ def run_worker(config: WorkerConfig, *, burst: bool = False) -> bool:
                 serializer=JSONSerializer,
                 heartbeat_s=config.heartbeat_s,
             )
+            worker.warmup_s = warmup_s
             configure(
                 WorkerRuntime(
                     data_dir=config.data_dir.resolve(),

@@ -110,6 +110,24 @@ def test_chunk_does_not_change_the_map(net: Any, windows: Tensor, chunk: int) ->
     assert result.counts.batches == -(-2 * 12 // chunk)
 
 
+def test_padded_calls_keep_their_shapes_and_the_map(net: Any, windows: Tensor, full: ScoreCamResult) -> None:
+    """Every call padded to a power of two (at most 16): the stem sees only those shapes, the padding's
+    outputs are dropped, and maps, probabilities and counts are the unpadded ones."""
+    stem = net.conv_stem
+    seen: set[tuple[int, ...]] = set()
+    handle = stem.register_forward_pre_hook(lambda _m, args: seen.add(tuple(args[0].shape)))
+    try:
+        padded = scorecam(
+            net, windows, params=ScoreCamParams(chunk=12), pad=lambda m: min(16, 1 << (m - 1).bit_length())
+        )
+    finally:
+        handle.remove()
+    assert {s[0] for s in seen} == {2, 16, 8}  # the plain pass of 2; masked chunks of 12 and the last 8
+    assert_maps_close(padded.maps, full.maps, tol=1e-5)
+    torch.testing.assert_close(padded.probs, full.probs)
+    assert padded.counts.masked_forwards == full.counts.masked_forwards
+
+
 @pytest.mark.parametrize("top_k", [256, 1000])
 def test_top_k_of_all_channels_is_exact(net: Any, windows: Tensor, full: ScoreCamResult, top_k: int) -> None:
     topped = scorecam(net, windows, params=ScoreCamParams(top_k=top_k))

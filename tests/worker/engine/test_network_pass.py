@@ -10,8 +10,15 @@ import torch
 
 from models.cam.classic import WindowMaps, cam_windows
 from worker.engine.accumulate import stitch_windows
-from worker.engine.compiled import compile_cam
-from worker.engine.network_pass import WindowStats, map_with_retry, run_windows
+from worker.engine.network_pass import (
+    WindowStats,
+    batch_shapes,
+    bucket,
+    map_with_retry,
+    run_windows,
+    smaller_bucket,
+)
+from worker.engine.predictor import compile_cam
 from worker.engine.windows import WindowGrid
 from worker.io.checkpoint import LoadedModel, load_model
 from worker.params import SegmentParams
@@ -50,8 +57,24 @@ def test_out_of_memory_at_one_window_is_raised() -> None:
 
 def test_padding_keeps_one_shape_and_drops_the_padding() -> None:
     fn = FitsUpTo(limit=8)
-    out = map_with_retry(fn, torch.ones(5, 1, 8, 8), WindowStats(batch_size=8), pad=True)
+    out = map_with_retry(fn, torch.ones(5, 1, 8, 8), WindowStats(batch_size=8))
     assert fn.sizes == [8] and out.prob.shape == (5,)
+    out = map_with_retry(fn, torch.ones(3, 1, 8, 8), WindowStats(batch_size=8))
+    assert fn.sizes == [8, 4] and out.prob.shape == (3,)
+
+
+def test_batches_run_at_the_batch_size_or_a_power_of_two() -> None:
+    assert [bucket(n, 16) for n in (1, 2, 3, 5, 9, 16, 40)] == [1, 2, 4, 8, 16, 16, 16]
+    assert [bucket(n, 12) for n in (5, 9, 12)] == [8, 12, 12]
+    assert batch_shapes(16) == (1, 2, 4, 8, 16) and batch_shapes(12) == (1, 2, 4, 8, 12)
+    assert [smaller_bucket(s) for s in (12, 8, 5, 2, 1)] == [8, 4, 4, 1, 1]
+
+
+def test_out_of_memory_keeps_batches_at_powers_of_two() -> None:
+    fn = FitsUpTo(limit=5)
+    stats = WindowStats(batch_size=12)
+    map_with_retry(fn, torch.randn(12, 1, 8, 8), stats)
+    assert fn.sizes == [12, 8, 4, 4, 4] and stats.batch_size == 4
 
 
 def _heat(
@@ -89,7 +112,7 @@ def test_compiled_cam_equals_the_eager_pass(tmp_path: Path, tiny_model_dir: Path
     assert compiled_model.compiled is not None and compiled_model.compiled.warmup_s > 0
     compiled, stats = _heat(compiled_model, image, tmp_path)
     assert stats.compiled
-    assert compiled_model.compiled.warmed == {(8, "float32")}  # the short last batch was padded
+    assert compiled_model.compiled.warmed == {(8, "float32")}  # the short last batch ran eagerly
     np.testing.assert_allclose(compiled, eager, atol=1e-5)
 
 
@@ -107,3 +130,44 @@ def test_workers_compile_on_cuda_only_unless_asked(tmp_path: Path, tiny_model_di
             compile=choice,
         )
         assert compile_models(models, config)[tiny_model_dir].compiled is None
+
+
+def test_windows_cut_on_the_device_equal_the_host_ones(tiny_model_dir: Path) -> None:
+    """The image uploaded once and cut by index (the GPU path, run here on the CPU) gives the host path's
+    windows, corners, skip counts and outputs, batch by batch."""
+    model = load_model(tiny_model_dir)
+    image = np.random.default_rng(2).integers(1, 255, (170, 211), dtype=np.uint8)
+    image[:, :90] = 0  # whole windows outside the scanned area
+    image[100:, 150:] = 0
+    grid = WindowGrid(height=image.shape[0], width=image.shape[1], window=model.card.window, step=20)
+    runs = []
+    for resident in (False, True):
+        stats = WindowStats()
+        batches = list(
+            run_windows(
+                image, model, grid=grid, params=SegmentParams(step=20), batch_size=8, stats=stats,
+                resident=resident,
+            )
+        )  # fmt: skip
+        runs.append((batches, stats))
+    (host, host_stats), (device, device_stats) = runs
+    assert host_stats.skipped == device_stats.skipped > 0 and host_stats.done == device_stats.done
+    assert len(host) == len(device)
+    for a, b in zip(host, device, strict=True):
+        np.testing.assert_array_equal(a.ys, b.ys)
+        np.testing.assert_array_equal(a.xs, b.xs)
+        torch.testing.assert_close(a.prob, b.prob)
+        torch.testing.assert_close(a.maps, b.maps)
+
+
+def test_windows_of_an_image_smaller_than_one_window(tiny_model_dir: Path) -> None:
+    model = load_model(tiny_model_dir)
+    image = np.full((30, 50), 7, dtype=np.uint8)
+    grid = WindowGrid(height=30, width=50, window=model.card.window, step=20)
+    out = list(
+        run_windows(
+            image, model, grid=grid, params=SegmentParams(step=20), batch_size=8, stats=WindowStats(),
+            resident=True,
+        )
+    )  # fmt: skip
+    assert len(out) == 1 and out[0].ys.tolist() == [0] and out[0].xs.tolist() == [0]
