@@ -117,7 +117,82 @@ def _register_dicomweb(sub: Any) -> None:
     p.set_defaults(func=run_dicomweb)
 
 
-def run_dicomweb(args: argparse.Namespace) -> int:
-    from app.cli.dicomweb_run import run
+def _segment_here(args: argparse.Namespace, source: Path, out: Path) -> None:
+    """The series segmented by this process, as ``rcmseg segment`` would."""
+    from worker.engine.device import default_precision, prepare_process, resolve_device
+    from worker.engine.options import RunOptions
+    from worker.engine.pipeline import segment_mosaic
+    from worker.io.checkpoint import load_model
+    from worker.io.zoo import read_card, resolve_model
+    from worker.params import MethodParams
 
-    return run(args)
+    device = resolve_device(args.device)
+    folder = resolve_model(args.model)
+    given = MethodParams.parse({**vars(args), "precision": args.precision or default_precision(device)})
+    params = given.resolve(read_card(folder).method_defaults())
+    prepare_process(device)
+    model = load_model(folder, device)
+    options = RunOptions(device=args.device, batch_size=args.batch_size, max_pixels=args.max_pixels)
+    segment_mosaic(source, model, out, params=params, options=options, overwrite=True)
+
+
+def _segment_on_service(args: argparse.Namespace, source: Path, out: Path) -> None:
+    """The series' base level uploaded to a running service, segmented there, its Segmentations fetched."""
+    import httpx
+
+    from app.cli.submit import read_token
+    from app.client import RcmsegClient, ServiceError
+    from models.errors import InvalidParameter
+    from worker.contract import DICOM_RESULT_FILES
+    from worker.io.dicom.read import base_level
+
+    if args.token_file is None:
+        raise InvalidParameter("--server needs --token-file (the service's bearer token)")
+    token = read_token(args.token_file)
+    with RcmsegClient(args.server, token) as client:
+        mosaic = client.upload_mosaic(base_level(source))
+        job = client.submit_job(mosaic.id, model=args.model, step=args.step, sigma=args.sigma)
+        job = client.wait_for_job(job.id)
+        if job.status != "finished":
+            message = job.error.message if job.error else job.status
+            raise ServiceError("job_failed", f"job {job.id} on {args.server}: {message}", None)
+    out.mkdir(parents=True, exist_ok=True)
+    headers = {"Authorization": f"Bearer {token}"}
+    for name in DICOM_RESULT_FILES:
+        url = f"{args.server.rstrip('/')}/v1/jobs/{job.id}/{name}"
+        try:
+            response = httpx.get(url, headers=headers, timeout=120)
+        except httpx.TransportError as exc:
+            raise ServiceError("unreachable", f"cannot reach {args.server}: {exc}", None) from None
+        if response.is_error:
+            raise ServiceError("download_failed", f"{url}: {response.status_code} {response.text}", None)
+        (out / name).write_bytes(response.content)
+
+
+def run_dicomweb(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from worker.contract import DICOM_RESULT_FILES
+    from worker.io.dicom.web import Pacs
+
+    if not args.verbose:  # dicomweb-client and httpx log every request at INFO
+        for name in ("dicomweb_client", "httpx"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+    pacs = Pacs(args.url)
+    series = args.series or pacs.mosaic_series(args.study)
+    with tempfile.TemporaryDirectory(prefix="rcmseg-dicomweb-") as scratch:
+        work = args.work or Path(scratch)
+        source, result = work / "series", work / "result"
+        source.mkdir(parents=True, exist_ok=True)
+        pacs.fetch_series(args.study, series, source)
+        if args.server:
+            _segment_on_service(args, source, result)
+        else:
+            _segment_here(args, source, result)
+        report = pacs.store_once([result / name for name in DICOM_RESULT_FILES])
+    print(
+        json.dumps(
+            {"study": args.study, "series": series, "stored": report.stored, "already_stored": report.present}
+        )
+    )
+    return 0

@@ -5,6 +5,7 @@ Segmentations that reference it."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import highdicom as hd
@@ -12,10 +13,14 @@ import numpy as np
 import pydicom
 import pytest
 import pyvips
+from dicomweb_client.api import DICOMwebClient
 
 from app.cli import main
+from tests.conftest import free_port
 from tests.worker.io.dicom.objects import dciodvfy_errors
+from tests.worker.io.dicom.orthanc import Orthanc, running_orthanc
 from worker.datasets.phantom_files import write_image
+from worker.io.dicom.web import Pacs
 
 PIXEL_UM = 0.5
 
@@ -104,3 +109,62 @@ def test_segment_on_dicom_equals_the_tiff_and_writes_valid_segmentations(
     expected[: h * k, : w * k] = np.repeat(np.repeat(mask, k, axis=0), k, axis=1)
     assert np.array_equal(binary > 0, expected)
     assert set(summary["dicom"]["segmentations"]) == {"segmentation.dcm", "probability.dcm"}
+
+
+@pytest.fixture(scope="module")
+def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orthanc]:
+    with running_orthanc(tmp_path_factory.mktemp("orthanc")) as pacs:
+        yield pacs
+
+
+def _source_grid(mask: np.ndarray, k: int, shape: tuple[int, int]) -> np.ndarray:
+    """What the binary segment must be: each processing pixel's value over its k x k source block."""
+    expected = np.zeros(shape, dtype=bool)
+    h, w = mask.shape
+    expected[: h * k, : w * k] = np.repeat(np.repeat(mask > 0, k, axis=0), k, axis=1)
+    return expected
+
+
+def test_dicomweb_round_trip_through_orthanc(
+    tmp_path: Path,
+    tiny_model_dir: Path,
+    phantom_dcm: Path,
+    orthanc: Orthanc,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    source = pydicom.dcmread(phantom_dcm)
+    study = str(source.StudyInstanceUID)
+    assert Pacs(orthanc.dicomweb).store_once([phantom_dcm]).stored == [source.SOPInstanceUID]
+    work = tmp_path / "work"
+    args = ["dicomweb", "--url", orthanc.dicomweb, "--study", study, "--model", str(tiny_model_dir)]
+    args += ["--step", "32", "--sigma", "16", "--device", "cpu", "--work", str(work)]
+    assert main(args) == 0
+    first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert first["series"] == source.SeriesInstanceUID and len(first["stored"]) == 2
+    client = DICOMwebClient(orthanc.dicomweb)
+    found = client.search_for_instances(study, search_filters={"Modality": "SEG"})
+    segs = {
+        item["00080018"]["Value"][0]: hd.seg.Segmentation.from_dataset(
+            client.retrieve_instance(study, item["0020000E"]["Value"][0], item["00080018"]["Value"][0])
+        )
+        for item in found
+    }
+    assert set(segs) == set(first["stored"])
+    binary = next(s for s in segs.values() if s.SegmentationType == "BINARY")
+    assert binary.ReferencedSeriesSequence[0].SeriesInstanceUID == source.SeriesInstanceUID
+    k = json.loads((work / "result" / "summary.json").read_text())["processing"]["downsample"]
+    mask = pyvips.Image.new_from_file(str(work / "result" / "mask.tif")).numpy()
+    segment = binary.get_total_pixel_matrix(combine_segments=False)[..., 0] > 0
+    assert segment.any() and np.array_equal(segment, _source_grid(mask, k, (470, 590)))
+    held = len(orthanc.instances())
+    assert main(args) == 0  # a retry stores nothing twice
+    second = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (second["stored"], sorted(second["already_stored"])) == ([], sorted(first["stored"]))
+    assert len(orthanc.instances()) == held == 3
+
+
+def test_dicomweb_names_a_pacs_that_is_down(capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"http://127.0.0.1:{free_port()}/dicom-web"
+    assert main(["dicomweb", "--url", url, "--study", "1.2.3"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"cannot reach the PACS at {url}" in err[0]
