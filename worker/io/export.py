@@ -132,7 +132,7 @@ def write_heatmap_ome(heatmap_tif: Path, out: Path, pixel_size_um: float | None,
         pyramid=True,
         subifd=True,
         bigtiff=bigtiff,
-        predictor="float",
+        predictor="none",  # readable without imagecodecs (tifffile, and so napari, decode plain deflate)
         **_resolution(pixel_size_um),
         **TIFF_OPTIONS,
     )

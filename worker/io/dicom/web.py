@@ -126,9 +126,8 @@ class Pacs:
             if self.holds(study, str(ds.SeriesInstanceUID), uid):
                 report.present.append(uid)
                 continue
-            self._call(
-                f"storing {path.name}", lambda ds=ds, study=study: self._client.store_instances([ds], study)
-            )
+            with self._answer(f"storing {path.name}"):
+                self._client.store_instances([ds], study)
             if not self.holds(study, str(ds.SeriesInstanceUID), uid):
                 raise PacsError(f"the PACS at {self.url} accepted {path.name} but does not list it")
             report.stored.append(uid)
