@@ -109,7 +109,8 @@ def test_segment_on_dicom_equals_the_tiff_and_writes_valid_segmentations(
     expected[: h * k, : w * k] = np.repeat(np.repeat(mask, k, axis=0), k, axis=1)
     assert np.array_equal(binary > 0, expected)
     assert set(summary["dicom"]["segmentations"]) == {"segmentation.dcm", "probability.dcm"}
-    assert summary["layers"]["heatmap_ome"]["file"] == "heatmap.ome.tif" and (out / "heatmap.ome.tif").is_file()
+    assert summary["layers"]["heatmap_ome"]["file"] == "heatmap.ome.tif"
+    assert (out / "heatmap.ome.tif").is_file()
 
 
 @pytest.fixture(scope="module")
