@@ -20,7 +20,7 @@ class MosaicOut(BaseModel):
     height: int
     bands: int
     bit_depth: int
-    format: str = Field(description="tiff, png, jpeg or bmp")
+    format: str = Field(description="tiff, png, jpeg, bmp or dicom")
     size_bytes: int
     filename: str = Field(description="The file name the client sent (informational only).")
     created_at: str = Field(description="When it was first uploaded (ISO 8601, UTC).")
