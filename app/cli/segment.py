@@ -43,7 +43,11 @@ def register(sub: Any) -> None:
         epilog=OUTPUTS,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("input", type=Path, help="TIFF/BigTIFF, PNG, JPEG, BMP or a VivaBlock folder")
+    p.add_argument(
+        "input",
+        type=Path,
+        help="TIFF/BigTIFF, PNG, JPEG, BMP, DICOM (a file or a series folder) or a VivaBlock folder",
+    )
     p.add_argument(
         "--out", type=Path, required=True, help="output folder (must not exist unless --overwrite)"
     )

@@ -43,7 +43,8 @@ def register(sub: Any) -> None:
         nargs="+",
         type=Path,
         metavar="MOSAIC_OR_FOLDER",
-        help="mosaic files (TIFF, PNG, JPEG, BMP) or folders of them (not searched recursively)",
+        help="mosaic files (TIFF, PNG, JPEG, BMP, DICOM) or folders of them (not searched recursively); "
+        "a DICOM series folder is sent as its base level",
     )
     p.add_argument(
         "--server", default=DEFAULT_SERVER, metavar="URL", help=f"the service (default {DEFAULT_SERVER})"

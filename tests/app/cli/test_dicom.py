@@ -16,8 +16,9 @@ import pyvips
 from dicomweb_client.api import DICOMwebClient
 
 from app.cli import main
+from app.client import find_inputs
 from tests.conftest import free_port
-from tests.worker.io.dicom.objects import dciodvfy_errors
+from tests.worker.io.dicom.objects import dciodvfy_errors, phantom_pixels, save, wsm
 from tests.worker.io.dicom.orthanc import Orthanc, running_orthanc
 from worker.datasets.phantom_files import write_image
 from worker.io.dicom.web import Pacs
@@ -170,3 +171,19 @@ def test_dicomweb_names_a_pacs_that_is_down(capsys: pytest.CaptureFixture[str]) 
     assert main(["dicomweb", "--url", url, "--study", "1.2.3"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"cannot reach the PACS at {url}" in err[0]
+
+
+def test_submit_sends_a_series_folder_as_its_base_level(tmp_path: Path) -> None:
+    pixels = phantom_pixels()
+    series = tmp_path / "series"
+    base = wsm(pixels)
+    thumbnail = wsm(pixels[::4, ::4].copy(), key="thumb")
+    thumbnail.SeriesInstanceUID = base.SeriesInstanceUID
+    thumbnail.ImageType = ["DERIVED", "PRIMARY", "THUMBNAIL", "RESAMPLED"]
+    save(thumbnail, series / "a.dcm")
+    save(base, series / "b.dcm")
+    assert find_inputs([series]) == [series / "b.dcm"]
+    mosaics = tmp_path / "mosaics"  # a folder of separate DICOM mosaics: each is an input
+    save(wsm(pixels, key="one"), mosaics / "one.dcm")
+    save(wsm(pixels, key="two"), mosaics / "two.dcm")
+    assert find_inputs([mosaics]) == [mosaics / "one.dcm", mosaics / "two.dcm"]
