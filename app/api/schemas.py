@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from models.card import MethodDefaults
 from worker.params import MethodParams
 
 ID = r"^[0-9a-f]{32}$"
@@ -129,7 +130,7 @@ class ModelOut(BaseModel):
 
     name: str = Field(description="The value for a job's 'model' field.")
     default: bool
-    defaults: dict[str, Any] = Field(
+    defaults: MethodDefaults = Field(
         description='What a job that does not say gets: cam, step, sigma ("none": plain averaging), '
         "threshold, and how they were chosen (chosen_by)."
     )

@@ -20,7 +20,7 @@ def get_models(_owner: OwnerDep, settings: SettingsDep) -> ModelList:
             ModelOut(
                 name=name,
                 default=name == settings.default_model,
-                defaults=card.method_defaults().model_dump(),
+                defaults=card.method_defaults(),
                 intended_use=card.intended_use,
                 card=card.model_dump(),
             )
