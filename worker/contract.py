@@ -8,6 +8,10 @@ result is complete exactly when its summary exists. Imports no torch, no rq.
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final, NotRequired, TypedDict
 
@@ -54,8 +58,31 @@ class MetaKey(StrEnum):
     """``{code, message}`` when the job failed or was canceled."""
 
 
-STAGE_SPAN: Final = {"read": (0.0, 0.05), "windows": (0.05, 0.9), "export": (0.9, 1.0)}
+class Stage(StrEnum):
+    """What a job is doing, as its meta's ``stage`` says: the engine's three stages between the queue's."""
+
+    QUEUED = "queued"
+    STARTING = "starting"
+    READ = "read"
+    WINDOWS = "windows"
+    EXPORT = "export"
+    FINISHED = "finished"
+
+
+STAGE_SPAN: Final[dict[str, tuple[float, float]]] = {
+    Stage.READ: (0.0, 0.05),
+    Stage.WINDOWS: (0.05, 0.9),
+    Stage.EXPORT: (0.9, 1.0),
+}
 """Where each engine stage sits in a job's overall progress fraction (0..1)."""
+
+
+def overall_progress(stage: str, done: int, total: int) -> float:
+    """A job's progress (0..1) when ``done`` of ``total`` units of ``stage`` are done: the one formula the
+    worker writes and the API computes for a job shared out over workers."""
+    lo, hi = STAGE_SPAN.get(stage, (0.0, 1.0))  # a StrEnum member hashes as its value
+    fraction = done / total if total > 0 else 0.0
+    return round(lo + (hi - lo) * min(max(fraction, 0.0), 1.0), 4)
 
 
 class ErrorCode(StrEnum):
@@ -68,16 +95,26 @@ class ErrorCode(StrEnum):
     MOSAIC_GONE = "mosaic_gone"
     """The mosaic was deleted before the job could read it."""
     RESULT_EXPIRED = "result_expired"
+    BAND_MISMATCH = "band_mismatch"
+    """A band file of a job shared out over workers came from another job or run of parameters, or does not
+    cover the rows it claims: the merge refuses it rather than write a wrong heatmap."""
 
 
-WORKER_TTL_MIN_S: Final = 20
+RQ_DEQUEUE_MARGIN_S: Final = 15
+"""An idle RQ worker waits ``worker_ttl - 15`` s for a job (its ``dequeue_timeout``), then heartbeats."""
 
 
 def worker_ttl_s(heartbeat_s: int) -> int:
-    """How long a worker's registration lives without a heartbeat. An idle worker heartbeats every
-    ``ttl - 15`` s (RQ's dequeue timeout) and a busy one several times per ``heartbeat_s``, so a worker
-    silent for longer is dead: the API counts only the others as live."""
-    return max(WORKER_TTL_MIN_S, heartbeat_s)
+    """The ``worker_ttl`` a worker runs with, and how long its registration lives without a heartbeat:
+    chosen so that an idle worker heartbeats at least twice per ``heartbeat_s`` (every ``ttl - 15`` s); a
+    busy one heartbeats four times per ``heartbeat_s`` from a thread of its own."""
+    return RQ_DEQUEUE_MARGIN_S + max(1, heartbeat_s // 2)
+
+
+def worker_silence_s(heartbeat_s: int) -> int:
+    """A worker silent for longer than this is dead (killed, or cut off from Redis): one heartbeat period,
+    in which a live worker, idle or busy, heartbeats at least twice. The API counts only the others."""
+    return heartbeat_s
 
 
 SUMMARY_FILE: Final = "summary.json"
@@ -105,6 +142,41 @@ RESULT_FILES: Final = {
     HEATMAP_OME_TIFF: "image/tiff",
 }
 """Downloadable files of a result, with their media types."""
+
+
+@dataclass(frozen=True)
+class SummaryFields:
+    """The fields of a result's ``SUMMARY_FILE`` that the API reads, typed (``worker.engine.summary``
+    writes them); the rest of the summary passes to clients as it is."""
+
+    threshold: float
+    """The threshold the mask and regions were made at."""
+    downsample: int
+    """Processing resolution: mosaic pixels per heatmap pixel."""
+    input_format: str | None
+    """The mosaic's format (``dicom``, ``tiff``, ...)."""
+    rendered: bool
+    """The heat is stored as a pyramid (``HEAT_LAYER``) and the summary lists its layers; results written
+    before have the full-resolution ``LAYERS`` as files instead."""
+    bands: int
+    """How many bands of a job shared out over workers ran (``parallel`` is a ceiling); 0 for a plain job."""
+
+    @classmethod
+    def read(cls, summary: Mapping[str, Any]) -> SummaryFields:
+        """The fields of a parsed summary (a summary without a threshold is no result of this service)."""
+        if not isinstance(summary.get("threshold"), int | float):
+            raise ValueError("the summary has no threshold")
+        processing = summary.get("processing") or {}
+        source = summary.get("input") or {}
+        parallel = summary.get("parallel") or {}
+        return cls(
+            threshold=float(summary["threshold"]),
+            downsample=int(processing.get("downsample", 1)),
+            input_format=source.get("format"),
+            rendered="layers" in summary,
+            bands=len(parallel.get("bands") or []),
+        )
+
 
 LAYERS: Final = ("mosaic", "heatmap", "mask")
 """Deep Zoom layers of a result: ``<layer>.dzi`` and ``<layer>_files/``."""
@@ -152,13 +224,19 @@ MERGE_FUNCTION: Final = "worker.queue.band_jobs.run_merge_job"
 class BandJobKwargs(TypedDict):
     """The keyword arguments of ``BAND_FUNCTION``."""
 
+    job_id: str
+    """The id of the job this band is a part of (its merge job's id)."""
     source: str
     model: str
     params: dict[str, Any]
     parts_dir: str
-    """The folder, relative to the data folder, where every band writes ``band-<i>.npz`` and ``.json``."""
+    """The job's own folder, relative to the data folder, where every band writes ``band-<i>.npz`` and
+    ``.json`` (``parts_relpath``)."""
+    parts_key: str
+    """``parts_key`` of the job: every band file carries it, and the merge takes only files that do."""
     band: int
-    bands: int
+    parallel: int
+    """How many bands the job asked for (a ceiling: a mosaic with fewer window rows runs fewer)."""
     cancel_key: str
     """The job's cancel key, shared by every part of it."""
 
@@ -166,12 +244,14 @@ class BandJobKwargs(TypedDict):
 class MergeJobKwargs(TypedDict):
     """The keyword arguments of ``MERGE_FUNCTION``."""
 
+    job_id: str
     source: str
     out_dir: str
     model: str
     params: dict[str, Any]
     parts_dir: str
-    bands: int
+    parts_key: str
+    parallel: int
     cancel_key: str
     source_name: NotRequired[str]
 
@@ -181,7 +261,31 @@ def band_job_id(job_id: str, band: int) -> str:
     return f"{job_id}-band-{band}"
 
 
-def parts_relpath(result_relpath: str) -> str:
-    """Where the bands of the job writing ``result_relpath`` keep their sums: a hidden folder beside it."""
+def parts_key(*, source: str, model: str, params: dict[str, Any], parallel: int) -> str:
+    """A digest of everything a band's sums depend on (mosaic, model, every parameter, ``parallel``)."""
+    text = json.dumps(
+        {"source": source, "model": model, "params": params, "parallel": parallel},
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+PARTS_MARK: Final = ".parts-"
+"""What names a parts folder: ``.<result>.parts-<job id>-<parts key>``, beside the result folder."""
+
+
+def parts_relpath(result_relpath: str, job_id: str, key: str) -> str:
+    """Where the bands of job ``job_id`` keep their sums: a hidden folder beside its result, named for
+    that job alone (its id and ``parts_key``), so no other job, nor the same one asked with other
+    parameters or another ``parallel``, can ever read them."""
     head, _, name = result_relpath.rstrip("/").rpartition("/")
-    return f"{head}/.{name}.parts" if head else f".{name}.parts"
+    folder = f".{name}{PARTS_MARK}{job_id}-{key}"
+    return f"{head}/{folder}" if head else folder
+
+
+def parts_job_id(folder_name: str) -> str | None:
+    """The job id in a parts folder's name, or ``None`` for any other name."""
+    _, mark, rest = folder_name.partition(PARTS_MARK)
+    job_id, dash, _key = rest.rpartition("-")
+    return job_id if mark and dash and job_id else None

@@ -10,6 +10,7 @@ import errno
 import os
 
 from models.errors import RcmSegError
+from worker.contract import ErrorCode
 
 
 class UnreadableMosaic(RcmSegError, ValueError):
@@ -64,3 +65,10 @@ class ExportFailed(RcmSegError, OSError):
         if code in NO_SPACE:
             return cls(f"writing the results failed: not enough space in the data folder ({reason})")
         return cls(f"writing the results failed: {reason}")
+
+
+class BandMismatch(RcmSegError, ValueError):
+    """A band file that the merge of a job shared out over workers must not use: another job's, another
+    run's, or one that does not cover the rows it claims."""
+
+    code = ErrorCode.BAND_MISMATCH.value

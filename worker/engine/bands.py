@@ -9,9 +9,11 @@ heatmap equals the one-worker heatmap up to float32 rounding of the overlap sums
 Dense mode splits rows of its haloed tiles instead: each band computes the CAM cells of its tile rows, the
 merge joins them (tiles do not depend on each other, so exactly) and stitches the cell grid once.
 
-Band files live in a parts folder of the data folder: ``band-<i>.npz`` then ``band-<i>.json`` (the band's
-counts and seconds), each written to a temporary name, flushed to disk and renamed, so a band is complete
-exactly when its JSON exists, on a local disk or on NFS alike.
+Band files live in the job's own parts folder of the data folder: ``band-<i>.npz`` then ``band-<i>.json``
+(the band's counts and seconds), each written to a temporary name, flushed to disk and renamed, so a band is
+complete exactly when its JSON exists, on a local disk or on NFS alike. Both carry the band's identity (job
+id, parts key, band, ``parallel``, rows), and the merge takes no file whose identity or rows are not the ones
+it planned: a wrong heatmap is worse than a failed job.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -32,13 +35,14 @@ import torch
 from models.cam.scorecam import ScoreCamCounts, ScoreCamParams
 from models.errors import InvalidParameter
 from models.precision import PRECISIONS
-from worker.engine.accumulate import stitch_many
 from worker.engine.dense_tiles import STRIDE, DenseOptions, DenseWindows, cam_grid, pad_to_cells
-from worker.engine.network_pass import WindowStats, run_windows
+from worker.engine.network_pass import WindowStats
 from worker.engine.options import RunOptions
+from worker.engine.predictor import Predictor
 from worker.engine.scorecam_windows import ScoreCamTally
 from worker.engine.stitch import ArraySums, heat_from_sums
 from worker.engine.windows import WindowGrid
+from worker.errors import BandMismatch
 from worker.io.checkpoint import LoadedModel
 from worker.params import SegmentParams
 from worker.progress import CancelFn, ProgressFn
@@ -125,7 +129,6 @@ def compute_band(
     """A band's arrays (``num``/``den`` of its rows, or dense ``cam`` cells) and its counts."""
     t0 = time.perf_counter()
     stats = WindowStats()
-    device = model.device
     if params.mode == "dense":
         if params.cam != "cam":
             raise InvalidParameter("dense mode computes classic CAM only; use --mode exact for ScoreCAM")
@@ -148,26 +151,18 @@ def compute_band(
     if not np.array_equal(grid.ys + band.y0, full.ys[band.first : band.end]):
         raise InvalidParameter(f"band {band.index} does not match the mosaic's window rows")
     sums = ArraySums(rows.shape[0], image.shape[1])
-    batches = run_windows(
+    predictor = Predictor.for_model(model, precision=params.precision, batch_size=batch_size)
+    predictor.exact_pass(
         rows,
-        model,
         grid=grid,
         params=params,
-        batch_size=batch_size,
-        stats=stats,
-        progress=progress,
-        should_cancel=should_cancel,
-        on_device=True,
-    )
-    stitch_many(
-        batches,
-        grid=grid,
         sigmas=[params.sigma],
         budget_bytes=options.memory_budget_bytes,
         workdir=scratch,
         stats=stats,
-        device=device,
         sums=sums,
+        progress=progress,
+        should_cancel=should_cancel,
     )
     return {"num": sums.num, "den": sums.den}, _stats_dict(stats, time.perf_counter() - t0)
 
@@ -186,24 +181,91 @@ def _write_atomic(path: Path, write: Callable[[Any], None]) -> None:
         raise
 
 
-def band_done(folder: Path, index: int) -> bool:
-    return (folder / f"band-{index}.json").is_file()
+@dataclass(frozen=True)
+class BandOwner:
+    """The job a band file belongs to: its id, its parts key (mosaic, model, parameters and ``parallel``)
+    and the number of bands it asked for. Written into every band file and checked by the merge."""
+
+    job_id: str
+    parts_key: str
+    parallel: int
+
+    def identity(self, band: Band) -> dict[str, Any]:
+        """What a file of ``band`` of this job says about itself."""
+        return {
+            "job_id": self.job_id,
+            "parts_key": self.parts_key,
+            "parallel": self.parallel,
+            "band": band.index,
+            "y0": band.y0,
+            "y1": band.y1,
+            "first": band.first,
+            "end": band.end,
+        }
 
 
-def write_band(folder: Path, band: Band, arrays: dict[str, np.ndarray], counts: dict[str, Any]) -> None:
-    """The band's arrays, then its counts (the completion mark), each atomically."""
+def _json_path(folder: Path, index: int) -> Path:
+    return folder / f"band-{index}.json"
+
+
+def _record(folder: Path, index: int) -> dict[str, Any] | None:
+    try:
+        data = json.loads(_json_path(folder, index).read_text())
+    except (OSError, ValueError):  # none, or not a file of ours: never used
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def band_written(folder: Path, index: int, owner: BandOwner) -> bool:
+    """Whether this job's file of band ``index`` is complete in ``folder`` (a file of anything else is
+    not). Its rows follow from the parts key; the merge checks them."""
+    record = _record(folder, index)
+    identity = record.get("identity") if record is not None else None
+    mine = {"job_id": owner.job_id, "parts_key": owner.parts_key, "parallel": owner.parallel, "band": index}
+    return isinstance(identity, dict) and all(identity.get(k) == v for k, v in mine.items())
+
+
+def write_band(
+    folder: Path, band: Band, arrays: dict[str, np.ndarray], counts: dict[str, Any], *, owner: BandOwner
+) -> None:
+    """The band's arrays, then its counts (the completion mark), each atomically; both carry the band's
+    identity (``BandOwner.identity``)."""
     folder.mkdir(parents=True, exist_ok=True)
-    named: dict[str, Any] = {"y0": np.asarray(band.y0), **arrays}
+    identity = owner.identity(band)
+    named: dict[str, Any] = {"identity": np.asarray(json.dumps(identity, sort_keys=True)), **arrays}
     _write_atomic(folder / f"band-{band.index}.npz", lambda fh: np.savez(fh, **named))
-    record = {"band": band.index, "y0": band.y0, "y1": band.y1, **counts}
-    _write_atomic(folder / f"band-{band.index}.json", lambda fh: fh.write(json.dumps(record).encode()))
+    record = {"band": band.index, "y0": band.y0, "y1": band.y1, "identity": identity, **counts}
+    _write_atomic(_json_path(folder, band.index), lambda fh: fh.write(json.dumps(record).encode()))
 
 
-def _read_counts(folder: Path, bands: int) -> list[dict[str, Any]]:
-    missing = [i for i in range(bands) if not band_done(folder, i)]
-    if missing:
-        raise InvalidParameter(f"bands {missing} of {bands} have not been written")
-    return [json.loads((folder / f"band-{i}.json").read_text()) for i in range(bands)]
+def _check_record(folder: Path, band: Band, owner: BandOwner) -> dict[str, Any]:
+    """The counts of this job's file of ``band``; any other file (or none) is a ``BandMismatch``."""
+    record = _record(folder, band.index)
+    of = f"band {band.index} of {owner.parallel}"
+    if record is None:
+        raise BandMismatch(f"{of} has no complete file: the merge cannot cover rows {band.y0}-{band.y1}")
+    found, expected = record.get("identity") or {}, owner.identity(band)
+    wrong = sorted(k for k in expected if found.get(k) != expected[k])
+    if wrong:
+        raise BandMismatch(f"{of} was written by another job or run ({', '.join(wrong)} differ)")
+    return record
+
+
+def _band_arrays(folder: Path, band: Band, owner: BandOwner, names: tuple[str, ...]) -> list[np.ndarray]:
+    """The arrays of this job's ``band``, checked to be this band's and to cover its rows exactly."""
+    of = f"band {band.index} of {owner.parallel}"
+    try:
+        with np.load(folder / f"band-{band.index}.npz", allow_pickle=False) as data:
+            identity = json.loads(str(data["identity"])) if "identity" in data.files else None
+            arrays = [np.asarray(data[n]) for n in names if n in data.files]
+    except (OSError, ValueError) as exc:
+        raise BandMismatch(f"{of}: its sums cannot be read ({type(exc).__name__})") from None
+    if identity != owner.identity(band):
+        raise BandMismatch(f"{of}: its sums were written by another job or run")
+    rows = band.y1 - band.y0
+    if len(arrays) != len(names) or any(a.ndim != 2 or a.shape[0] != rows for a in arrays):
+        raise BandMismatch(f"{of}: its sums do not cover the {rows} rows it claims")
+    return arrays
 
 
 def merged_stats(counts: list[dict[str, Any]], params: SegmentParams) -> WindowStats:
@@ -231,19 +293,31 @@ def merged_stats(counts: list[dict[str, Any]], params: SegmentParams) -> WindowS
 
 
 def merge_bands(
-    folder: Path, bands: int, image: np.ndarray, model: LoadedModel, params: SegmentParams
+    folder: Path,
+    parallel: int,
+    image: np.ndarray,
+    model: LoadedModel,
+    params: SegmentParams,
+    *,
+    owner: BandOwner,
 ) -> tuple[np.ndarray, int, WindowStats]:
-    """The heatmap of the processing image from its bands' files, its covered pixels and the counts."""
-    counts = _read_counts(folder, bands)
+    """The heatmap of the processing image from its bands' files, its covered pixels and the counts.
+
+    The bands are planned again here, as every band planned them; each file must be this job's (``owner``)
+    and cover exactly its band's rows, or the merge fails with ``BandMismatch``: never a heatmap made of
+    another job's sums, nor one with rows missing."""
+    planned = bands_for(image.shape[:2], model.card.window, params, parallel)
+    counts = [_check_record(folder, band, owner) for band in planned]
     stats = merged_stats(counts, params)
     t0 = time.perf_counter()
     if params.mode == "dense":
         padded = pad_to_cells(image, model.card.window)
         cam = torch.zeros((padded.shape[0] // STRIDE, padded.shape[1] // STRIDE), dtype=torch.float32)
-        for i in range(bands):
-            with np.load(folder / f"band-{i}.npz") as data:
-                y0 = int(data["y0"])
-                cam[y0 : y0 + data["cam"].shape[0]] = torch.from_numpy(data["cam"])
+        for band in planned:
+            (cells,) = _band_arrays(folder, band, owner, ("cam",))
+            if cells.shape[1] != cam.shape[1]:
+                raise BandMismatch(f"band {band.index} of {parallel}: its cells are not the mosaic's width")
+            cam[band.y0 : band.y1] = torch.from_numpy(cells)
         windows = DenseWindows.from_cam_grid(cam, padded, model, (image.shape[0], image.shape[1]))
         heat, covered = windows.heat(params.sigma), windows.covered_pixels()
         stats.total, stats.skipped = windows.count, windows.count - windows.kept
@@ -251,12 +325,18 @@ def merge_bands(
     else:
         num = np.zeros(image.shape[:2], dtype=np.float32)
         den = np.zeros(image.shape[:2], dtype=np.float32)
-        for i in range(bands):
-            with np.load(folder / f"band-{i}.npz") as data:
-                y0, rows = int(data["y0"]), data["num"].shape[0]
-                num[y0 : y0 + rows] += data["num"]
-                den[y0 : y0 + rows] += data["den"]
+        for band in planned:
+            band_num, band_den = _band_arrays(folder, band, owner, ("num", "den"))
+            if band_num.shape != band_den.shape or band_num.shape[1] != image.shape[1]:
+                raise BandMismatch(f"band {band.index} of {parallel}: its sums are not the mosaic's width")
+            num[band.y0 : band.y1] += band_num
+            den[band.y0 : band.y1] += band_den
         heat = heat_from_sums(torch.from_numpy(num), torch.from_numpy(den)).numpy()
         covered = int((den > 0).sum())
     stats.seconds["merge"] = time.perf_counter() - t0
     return heat, covered, stats
+
+
+def remove_parts(folder: Path) -> None:
+    """Delete a job's parts folder (its bands' sums): done with at the job's end, whatever the end."""
+    shutil.rmtree(folder, ignore_errors=True)

@@ -6,7 +6,8 @@ worker process (``worker.queue.worker_process``) loads its models once and insta
 here before it takes jobs; the job only looks models up.
 
 Job meta written while it runs: ``stage``, ``windows_done``, ``windows_total``, ``progress`` (0..1 over
-the stages), ``eta_s``, ``attempts``, and ``error`` ``{code, message}`` when it fails.
+the stages), ``eta_s``, ``attempts``, and ``error`` ``{code, message}`` when it fails (recorded as
+:mod:`worker.queue.failures` says, for every queue job alike).
 """
 
 from __future__ import annotations
@@ -19,26 +20,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Unpack
 
+from redis.exceptions import RedisError
 from rq import get_current_job
 from rq.job import Job
-from rq.timeouts import JobTimeoutException
 
-from models.errors import RcmSegError
-from worker.contract import STAGE_SPAN, SUMMARY_FILE, ErrorCode, MetaKey, SegmentJobKwargs
+from worker.contract import SUMMARY_FILE, MetaKey, SegmentJobKwargs, Stage, overall_progress
 from worker.engine.options import RunOptions
-from worker.errors import JobCanceled
 from worker.io.checkpoint import LoadedModel, load_model
 from worker.io.zoo import zoo_model
 from worker.params import SegmentParams
 from worker.progress import Progress
+from worker.queue.failures import run_recorded
 
 log = logging.getLogger(__name__)
-
-
-class MosaicGone(RcmSegError, FileNotFoundError):
-    """The job's mosaic was deleted (by its owner, or expired) before the job read it."""
-
-    code = ErrorCode.MOSAIC_GONE.value
 
 
 @dataclass
@@ -86,22 +80,33 @@ class JobReporter:
     job heartbeats), throttled to one write per ``report_interval_s`` except at stage changes. A
     worker that stops reporting is found abandoned after the heartbeat period and the job is retried or
     failed; so reports must come at least that often, which the engine's per-batch callbacks do.
+
+    The cancel callback says stop when the owner asked (the cancel key exists) or when the job's mosaic is
+    gone (deleted by its owner or expired): either is seen within ``cancel_poll_s`` of the next batch.
+    A write to Redis that fails (out of memory, read-only, a full disk) is logged and the job goes on: its
+    next report writes again.
     """
 
-    def __init__(self, job: Job, runtime: WorkerRuntime, cancel_key: str) -> None:
+    def __init__(
+        self, job: Job, runtime: WorkerRuntime, cancel_key: str, *, source: Path | None = None
+    ) -> None:
         self.job = job
         self.runtime = runtime
         self.cancel_key = cancel_key
+        self.source = source
         self.last_report = 0.0
         self.last_poll = 0.0
         self.canceled = False
+        """The owner asked to cancel."""
+        self.gone = False
+        """The job's mosaic is gone."""
 
     def start(self) -> None:
         meta = self.job.meta
         meta[MetaKey.ATTEMPTS] = int(meta.get(MetaKey.ATTEMPTS, 0)) + 1
         meta.update(
             {
-                MetaKey.STAGE: "starting",
+                MetaKey.STAGE: Stage.STARTING,
                 MetaKey.PROGRESS: 0.0,
                 MetaKey.WINDOWS_DONE: None,
                 MetaKey.WINDOWS_TOTAL: None,
@@ -113,17 +118,15 @@ class JobReporter:
 
     def progress(self, report: Progress) -> None:
         meta = self.job.meta
-        lo, hi = STAGE_SPAN.get(report.stage, (0.0, 1.0))
-        fraction = report.done / report.total if report.total > 0 else 0.0
         stage_changed = meta.get(MetaKey.STAGE) != report.stage
         meta.update(
             {
                 MetaKey.STAGE: report.stage,
-                MetaKey.PROGRESS: round(lo + (hi - lo) * min(max(fraction, 0.0), 1.0), 4),
+                MetaKey.PROGRESS: overall_progress(report.stage, report.done, report.total),
                 MetaKey.ETA_S: round(report.eta_s, 1) if report.eta_s is not None else None,
             }
         )
-        if report.stage == "windows":
+        if report.stage == Stage.WINDOWS:
             meta.update({MetaKey.WINDOWS_DONE: report.done, MetaKey.WINDOWS_TOTAL: report.total})
         now = time.monotonic()
         if stage_changed or now - self.last_report >= self.runtime.report_interval_s:
@@ -131,10 +134,14 @@ class JobReporter:
 
     def should_cancel(self) -> bool:
         now = time.monotonic()
-        if not self.canceled and now - self.last_poll >= self.runtime.cancel_poll_s:
+        if not (self.canceled or self.gone) and now - self.last_poll >= self.runtime.cancel_poll_s:
             self.last_poll = now
-            self.canceled = bool(self.job.connection.exists(self.cancel_key))
-        return self.canceled
+            try:
+                self.canceled = bool(self.job.connection.exists(self.cancel_key))
+            except RedisError as exc:  # unreachable for a moment: ask again at the next poll
+                log.warning("job %s: could not read its cancel key: %s", self.job.id, exc)
+            self.gone = self.source is not None and not self.source.is_file()
+        return self.canceled or self.gone
 
     def fail(self, code: str, message: str) -> None:
         """Record why the job failed and make sure RQ does not retry it: retries are for lost workers
@@ -144,75 +151,47 @@ class JobReporter:
         self._save()
 
     def finish(self) -> None:
-        self.job.meta.update({MetaKey.STAGE: "finished", MetaKey.PROGRESS: 1.0, MetaKey.ETA_S: None})
+        self.job.meta.update({MetaKey.STAGE: Stage.FINISHED, MetaKey.PROGRESS: 1.0, MetaKey.ETA_S: None})
         self._save()
 
     def _save(self) -> None:
         self.last_report = time.monotonic()
-        self.job.save_meta()
-        self.runtime.keep_alive()
-
-
-def _public(message: str, paths: dict[Path, str]) -> str:
-    """An error message without the worker's file system paths."""
-    for path, name in paths.items():
-        message = message.replace(str(path), name)
-    return message
+        try:
+            self.job.save_meta()
+            self.runtime.keep_alive()
+        except RedisError as exc:
+            log.warning("job %s: could not write its progress to Redis: %s", self.job.id, exc)
 
 
 def run_segment_job(**kwargs: Unpack[SegmentJobKwargs]) -> dict[str, Any]:
     """Segment ``<data>/source`` into ``<data>/out_dir`` (written atomically by the engine)."""
-    source, out_dir, model = kwargs["source"], kwargs["out_dir"], kwargs["model"]
-    params, cancel_key = kwargs["params"], kwargs["cancel_key"]
     from worker.engine.pipeline import segment_mosaic  # torch: imported where the work is done
 
     runtime = current_runtime()
     job = get_current_job()
     if job is None:
         raise RuntimeError("run_segment_job must run inside an RQ job")
-    reporter = JobReporter(job, runtime, cancel_key)
+    src, out = runtime.data_dir / kwargs["source"], runtime.data_dir / kwargs["out_dir"]
+    reporter = JobReporter(job, runtime, kwargs["cancel_key"], source=src)
     reporter.start()
-    src, out = runtime.data_dir / source, runtime.data_dir / out_dir
-    paths = {src: src.name, out: "the result folder", runtime.data_dir: "<data>"}
-    try:
-        if (out / SUMMARY_FILE).is_file():
-            log.info("job %s: result already complete, nothing to compute", job.id)
-        else:
-            if reporter.should_cancel():
-                raise JobCanceled("canceled before it started")
-            if not src.is_file():
-                raise MosaicGone("the mosaic was deleted before the job could read it")
-            segment_mosaic(
+    if (out / SUMMARY_FILE).is_file():
+        log.info("job %s: result already complete, nothing to compute", job.id)
+    else:
+        run_recorded(
+            reporter,
+            lambda: segment_mosaic(
                 src,
-                runtime.model(model),
+                runtime.model(kwargs["model"]),
                 out,
-                params=SegmentParams.from_job(params),
+                params=SegmentParams.from_job(kwargs["params"]),
                 options=runtime.options,
                 progress=reporter.progress,
                 should_cancel=reporter.should_cancel,
                 source_name=kwargs.get("source_name"),
-            )
-    except JobCanceled as exc:
-        reporter.fail(exc.code, str(exc))
-        log.info("job %s canceled", job.id)
-        raise
-    except RcmSegError as exc:
-        if (out / SUMMARY_FILE).is_file():  # an identical job finished the same result first
-            return {"out_dir": out_dir}
-        if not src.is_file():  # deleted while it was read: that, not "damaged", is the reason
-            gone = MosaicGone("the mosaic was deleted before the job could read it")
-            reporter.fail(gone.code, str(gone))
-            raise gone from None
-        reporter.fail(exc.code, _public(str(exc), paths))
-        raise
-    except JobTimeoutException:
-        reporter.fail(ErrorCode.JOB_TIMEOUT, f"the job ran longer than its timeout ({job.timeout} s)")
-        raise
-    except Exception as exc:
-        if not src.is_file():
-            reporter.fail(ErrorCode.MOSAIC_GONE, "the mosaic was deleted before the job could read it")
-            raise MosaicGone("the mosaic was deleted before the job could read it") from None
-        reporter.fail(ErrorCode.INTERNAL, f"{type(exc).__name__}: {_public(str(exc), paths)}"[:500])
-        raise
+            ),
+            source=src,
+            roots=[runtime.data_dir],
+            done_elsewhere=(out / SUMMARY_FILE).is_file,  # an identical job finished the same result
+        )
     reporter.finish()
-    return {"out_dir": out_dir}
+    return {"out_dir": kwargs["out_dir"]}

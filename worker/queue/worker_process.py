@@ -13,8 +13,9 @@ changes:
   abandoned when no retry is left. It is never left "running".
 - A job that fails for a known reason (an ``RcmSegError``: unreadable mosaic, invalid parameter, cancel)
   is logged at WARNING with its code, without a traceback; only unexpected errors get one.
-- When Redis goes away, ``run_worker`` waits for it with backoff and starts working again in the same
-  process, models still loaded, instead of exiting.
+- When Redis goes away, or answers but refuses writes (out of memory, read-only, a full disk),
+  ``run_worker`` waits for it with backoff and starts working again in the same process, models still
+  loaded, instead of exiting. A job's progress writes that Redis refuses are logged and the job goes on.
 """
 
 from __future__ import annotations
@@ -223,15 +224,22 @@ def run_worker(config: WorkerConfig, *, burst: bool = False) -> bool:
                 log.debug("the work loop ended on a Redis error: %s", exc)
             if burst or worker.stop_asked:
                 return worked
+            stopping = partial(getattr, worker, "stop_asked")
             if _redis_answers(connection):
                 log.warning("the work loop stopped (see above); starting it again", extra={"worker": name})
                 time.sleep(RESTART_PAUSE_S)
             else:
                 log.warning("lost Redis; waiting for it (models stay loaded)", extra={"worker": name})
-                if not _wait_for_redis(connection, stopping=partial(getattr, worker, "stop_asked")):
+                if not _wait_until(partial(_redis_answers, connection), stopping=stopping):
                     return worked
                 log.info("Redis is back; taking jobs again", extra={"worker": name})
-            _forget_registration(worker)
+            if not _forget_registration(worker):
+                # Redis answers but refuses writes (out of memory, read-only, a full disk): registering
+                # again would fail, so wait until it accepts them.
+                log.warning("Redis refuses writes; waiting until it accepts them (models stay loaded)")
+                if not _wait_until(partial(_forget_registration, worker), stopping=stopping):
+                    return worked
+                log.info("Redis accepts writes again; taking jobs again", extra={"worker": name})
     finally:
         configure(None)
 
@@ -243,11 +251,11 @@ def _redis_answers(connection: Redis) -> bool:
         return False
 
 
-def _wait_for_redis(connection: Redis, *, stopping: Callable[[], bool]) -> bool:
-    """Block until Redis answers (``True``) or a stop is asked (``False``), trying again after 0.5, 1,
+def _wait_until(ready: Callable[[], bool], *, stopping: Callable[[], bool]) -> bool:
+    """Block until ``ready()`` (``True``) or a stop is asked (``False``), trying again after 0.5, 1,
     2 ... up to ``RECONNECT_MAX_WAIT_S`` s."""
     wait = 0.5
-    while not _redis_answers(connection):
+    while not ready():
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             if stopping():
@@ -257,13 +265,15 @@ def _wait_for_redis(connection: Redis, *, stopping: Callable[[], bool]) -> bool:
     return True
 
 
-def _forget_registration(worker: MosaicWorker) -> None:
-    """Remove this worker's registration left from before Redis went away, so that it can register
-    again under its name (RQ refuses a name whose registration looks alive)."""
+def _forget_registration(worker: MosaicWorker) -> bool:
+    """Remove this worker's registration left from before the work loop stopped, so that it can register
+    again under its name (RQ refuses a name whose registration looks alive); whether Redis took it."""
     try:
         with worker.connection.pipeline() as pipe:
             worker_registration.unregister(worker, pipeline=pipe)
             pipe.delete(worker.key)
             pipe.execute()
     except RedisError as exc:
-        log.warning("could not remove the old worker registration: %s", exc)
+        log.debug("could not remove the old worker registration: %s", exc)
+        return False
+    return True

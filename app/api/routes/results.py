@@ -36,6 +36,7 @@ from worker.contract import (
     SEGMENTATION_DICOM,
     SUMMARY_FILE,
     MetaKey,
+    SummaryFields,
 )
 from worker.io.colormap import HEATMAP_COLORMAP, TRANSPARENT_BELOW
 from worker.io.tiles import OutsidePyramid
@@ -80,9 +81,9 @@ def _summary_of(path: str, _mtime_ns: int) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _summary(folder: Path) -> dict[str, Any]:
+def _summary(folder: Path) -> SummaryFields:
     path = folder / SUMMARY_FILE
-    return _summary_of(str(path), path.stat().st_mtime_ns)
+    return SummaryFields.read(_summary_of(str(path), path.stat().st_mtime_ns))
 
 
 def _headers() -> dict[str, str]:
@@ -170,7 +171,7 @@ def get_tile(
         raise FieldError("colormap", str(exc)) from None
     if ext != "png":
         raise NotFound(f"{layer} tiles are PNG, not {ext}")
-    job_threshold = float(_summary(folder)["threshold"])  # every result says the threshold it ran
+    job_threshold = _summary(folder).threshold
     style = tiles.TileStyle(
         colormap=colormap,
         transparent_below=transparent_below,
@@ -204,8 +205,7 @@ def get_regions(
     the result."""
     _, folder = _finished(job_id, owner, jobs, storage)
     summary = _summary(folder)
-    job_threshold = float(summary["threshold"])
-    downsample = int(summary.get("processing", {}).get("downsample", 1))
+    job_threshold, downsample = summary.threshold, summary.downsample
     path = tiles.regions_at(
         folder,
         job_threshold if threshold is None else threshold,
@@ -217,7 +217,7 @@ def get_regions(
 
 def _dicom_file(job_id: str, name: str, owner: str, jobs: QueueDep, storage: StorageDep) -> FileResponse:
     _, folder = _finished(job_id, owner, jobs, storage)
-    if _summary(folder).get("input", {}).get("format") != "dicom":
+    if _summary(folder).input_format != "dicom":
         raise NotFound(
             f"job {job_id} segmented a mosaic that is not DICOM, so its result has no DICOM Segmentation "
             "(rcmseg dicomize makes a DICOM image of any mosaic)"

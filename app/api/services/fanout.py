@@ -23,13 +23,15 @@ from app.settings import WorkerSettings
 from worker.contract import (
     BAND_FUNCTION,
     MERGE_FUNCTION,
-    STAGE_SPAN,
     BandJobKwargs,
     ErrorCode,
     MergeJobKwargs,
     MetaKey,
     SegmentJobKwargs,
+    Stage,
     band_job_id,
+    overall_progress,
+    parts_key,
     parts_relpath,
 )
 
@@ -49,18 +51,23 @@ def enqueue_parts(
     description: str,
 ) -> Job:
     """Queue ``parallel`` band jobs and the merge job that waits for them; returns the merge job."""
-    parts_dir = parts_relpath(kwargs["out_dir"])
+    key = parts_key(
+        source=kwargs["source"], model=kwargs["model"], params=kwargs["params"], parallel=parallel
+    )
+    parts_dir = parts_relpath(kwargs["out_dir"], job_id, key)
     retention = settings.retention_s
     retry = Retry(max=settings.job_retries) if settings.job_retries else None
     bands: list[Job | Dependency | str] = []
     for i in range(parallel):
         band: BandJobKwargs = {
+            "job_id": job_id,
             "source": kwargs["source"],
             "model": kwargs["model"],
             "params": kwargs["params"],
             "parts_dir": parts_dir,
+            "parts_key": key,
             "band": i,
-            "bands": parallel,
+            "parallel": parallel,
             "cancel_key": kwargs["cancel_key"],
         }
         bands.append(
@@ -72,18 +79,20 @@ def enqueue_parts(
                 failure_ttl=retention,
                 ttl=retention,
                 job_id=band_job_id(job_id, i),
-                meta={MetaKey.PART_OF: job_id, MetaKey.STAGE: "queued", MetaKey.ATTEMPTS: 0},
+                meta={MetaKey.PART_OF: job_id, MetaKey.STAGE: Stage.QUEUED, MetaKey.ATTEMPTS: 0},
                 retry=retry,
                 description=f"band {i + 1} of {parallel}: {description}",
             )
         )
     merge: MergeJobKwargs = {
+        "job_id": job_id,
         "source": kwargs["source"],
         "out_dir": kwargs["out_dir"],
         "model": kwargs["model"],
         "params": kwargs["params"],
         "parts_dir": parts_dir,
-        "bands": parallel,
+        "parts_key": key,
+        "parallel": parallel,
         "cancel_key": kwargs["cancel_key"],
     }
     if "source_name" in kwargs:
@@ -124,7 +133,8 @@ def parts_status(redis: Redis, job: Job) -> PartsStatus:
 
 def with_parts(redis: Redis, job: Job, view: dict[str, Any]) -> dict[str, Any]:
     """The public view of a shared-out job, its windows and progress summed over the bands while the merge
-    waits; a failed band's error becomes the job's."""
+    waits. Its attempts are the most any part made (a band retried
+    after its worker died counts)."""
     parts = parts_of(redis, job)
     view["parallel"] = len(job.meta.get(MetaKey.PARTS) or [])
     done = sum(int(p.meta.get(MetaKey.WINDOWS_DONE) or 0) for p in parts)
@@ -132,22 +142,28 @@ def with_parts(redis: Redis, job: Job, view: dict[str, Any]) -> dict[str, Any]:
     known = bool(parts) and all(p.meta.get(MetaKey.WINDOWS_TOTAL) is not None for p in parts)
     view["windows_done"] = done if done or known else None
     view["windows_total"] = total if known else None
+    attempts = [int(p.meta.get(MetaKey.ATTEMPTS) or 0) for p in parts]
+    view["attempts"] = max([int(view.get("attempts") or 0), *attempts])
     if job.get_status(refresh=False) != JobStatus.DEFERRED:
         return view
-    view["attempts"] = max([int(p.meta.get(MetaKey.ATTEMPTS) or 0) for p in parts], default=0)
     if view["status"] == "running":
-        lo, hi = STAGE_SPAN["windows"]
-        fraction = done / total if known and total else 0.0
-        view["stage"] = "windows"
-        view["progress"] = round(lo + (hi - lo) * min(fraction, 1.0), 4)
+        view["stage"] = Stage.WINDOWS
+        view["progress"] = overall_progress(Stage.WINDOWS, done, total if known else 0)
         etas = [float(p.meta[MetaKey.ETA_S]) for p in parts if p.meta.get(MetaKey.ETA_S) is not None]
         view["eta_s"] = max(etas) if etas else None
         view["started_at"] = view["started_at"] or _first_start(parts)
-    elif view["status"] in ("failed", "canceled"):
-        errors = [p.meta.get(MetaKey.ERROR) for p in parts if p.meta.get(MetaKey.ERROR)]
-        if errors:
-            view["error"] = errors[0]
     return view
+
+
+def ended_parts(redis: Redis, job: Job) -> list[Job]:
+    """The bands of a shared-out job that failed or were canceled (whose failure is the job's)."""
+    ended = (JobStatus.FAILED, JobStatus.CANCELED, JobStatus.STOPPED)
+    return [p for p in parts_of(redis, job) if p.get_status(refresh=False) in ended]
+
+
+def started(redis: Redis, job: Job) -> bool:
+    """Whether a shared-out job has begun: any of its bands started (or finished)."""
+    return any(p.started_at is not None for p in parts_of(redis, job))
 
 
 def _first_start(parts: list[Job]) -> str | None:

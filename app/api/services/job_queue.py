@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
+import time
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from redis import Redis
@@ -28,6 +31,7 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from app.api.errors import Conflict, NotFound
+from app.api.schemas import JobOut
 from app.api.services.fanout import cancel_parts, enqueue_parts
 from app.api.services.identity import ModelChoice, result_key_for
 from app.api.services.job_view import PublicStatus, job_view, public_status
@@ -37,14 +41,26 @@ from worker.contract import (
     JOB_FUNCTION,
     MetaKey,
     SegmentJobKwargs,
-    worker_ttl_s,
+    Stage,
+    parts_job_id,
+    worker_silence_s,
 )
 from worker.params import SegmentParams
 
 log = logging.getLogger(__name__)
 
+PARTS_SWEEP_S = 5.0
+"""Shortest time between two walks of the results folder for the parts folders of ended jobs."""
+
 SUBMIT_LOCK_S = 10
 """Longest a submission holds its result's lock (it needs milliseconds; this bounds a crashed API's)."""
+
+
+def _subdirs(folder: Path) -> list[Path]:
+    try:
+        return [p for p in folder.iterdir() if p.is_dir()]
+    except FileNotFoundError:
+        return []
 
 
 def _text(value: object) -> str:
@@ -60,6 +76,7 @@ class JobQueue:
         self.storage = storage
         self.queue = Queue(settings.queue, connection=redis, serializer=JSONSerializer)
         self.prefix = f"rcmseg:{settings.queue}"
+        self.parts_swept = -PARTS_SWEEP_S
 
     def owner_jobs_key(self, owner: str) -> str:
         return f"{self.prefix}:owner:{owner}:jobs"
@@ -102,10 +119,10 @@ class JobQueue:
     def status(self, job: Job) -> PublicStatus:
         return public_status(self.redis, job)
 
-    def view(self, job: Job, *, base: str = "") -> dict[str, Any]:
-        """The public body of a job (see ``app.api.schemas.JobOut``)."""
+    def view(self, job: Job, *, reused: bool = False, base: str = "") -> JobOut:
+        """The public body of a job; ``reused`` when a submission returned it instead of a new job."""
         canceling = bool(self.redis.exists(self.cancel_key(job.id)))
-        return job_view(self.redis, self.storage, job, cancel_requested=canceling, base=base)
+        return job_view(self.redis, self.storage, job, cancel_requested=canceling, reused=reused, base=base)
 
     # -- writing -------------------------------------------------------------------------------------
 
@@ -162,7 +179,7 @@ class JobQueue:
             MetaKey.MODEL: model.name,
             MetaKey.PARAMS: request,
             MetaKey.RESULT_KEY: result_key,
-            MetaKey.STAGE: "queued",
+            MetaKey.STAGE: Stage.QUEUED,
             MetaKey.PROGRESS: 0.0,
             MetaKey.ATTEMPTS: 0,
         }
@@ -252,20 +269,45 @@ class JobQueue:
             return
         try:
             self.queue.started_job_registry.cleanup()
+            now = time.monotonic()
+            if now - self.parts_swept >= PARTS_SWEEP_S:  # a poll of a running job reaps too: walk less
+                self.parts_swept = now
+                self.remove_ended_parts()
         finally:
             self.queue.release_maintenance_lock()
+
+    def remove_ended_parts(self) -> int:
+        """Delete the parts folders (bands' sums) of shared-out jobs of this queue that have ended; returns
+        how many. The worker removes them itself at a job's end, except where no worker saw the end (a
+        band killed with no retry left, a band still writing when another failed). Folders of jobs this
+        Redis does not know are left to the storage sweep, which removes them once they are stale."""
+        removed = 0
+        for owner_dir in _subdirs(self.storage.results):
+            for entry in _subdirs(owner_dir):
+                job_id = parts_job_id(entry.name)
+                if job_id is None or not ID_PATTERN.match(job_id):
+                    continue
+                job = Job.fetch_many([job_id], connection=self.redis, serializer=JSONSerializer)[0]
+                if job is None or job.origin != self.settings.queue:
+                    continue
+                if self.status(job) in ("finished", "failed", "canceled"):
+                    shutil.rmtree(entry, ignore_errors=True)
+                    removed += 1
+        if removed:
+            log.info("removed the parts folders of %d ended jobs", removed)
+        return removed
 
     def live_workers(self) -> int:
         """Workers of this queue that heartbeat; registrations of dead ones (a worker killed, or cut off
         while Redis was down) are removed."""
-        ttl = worker_ttl_s(self.settings.job_heartbeat_s)
+        silence_s = worker_silence_s(self.settings.job_heartbeat_s)
         now = datetime.now(UTC)
         live = 0
         for worker in Worker.all(queue=self.queue):
             beat = worker.last_heartbeat
             if beat is not None and beat.tzinfo is None:
                 beat = beat.replace(tzinfo=UTC)
-            if beat is not None and (now - beat).total_seconds() <= ttl:
+            if beat is not None and (now - beat).total_seconds() <= silence_s:
                 live += 1
                 continue
             log.info("removing the registration of dead worker %s", worker.name)

@@ -8,7 +8,8 @@ from typing import Any, Literal
 from redis import Redis
 from rq.job import Job, JobStatus
 
-from app.api.services.fanout import parts_status, with_parts
+from app.api.schemas import JobOut
+from app.api.services.fanout import ended_parts, parts_status, started, with_parts
 from app.storage import Storage
 from worker.contract import (
     HEAT_HISTOGRAM,
@@ -18,6 +19,7 @@ from worker.contract import (
     REGIONS_GEOJSON,
     ErrorCode,
     MetaKey,
+    SummaryFields,
 )
 
 PublicStatus = Literal["queued", "running", "finished", "failed", "canceled"]
@@ -45,14 +47,15 @@ def public_status(redis: Redis, job: Job) -> PublicStatus:
 
 
 def job_view(
-    redis: Redis, storage: Storage, job: Job, *, cancel_requested: bool, base: str = ""
-) -> dict[str, Any]:
-    """The public body of a job (see ``app.api.schemas.JobOut``)."""
+    redis: Redis, storage: Storage, job: Job, *, cancel_requested: bool, reused: bool = False, base: str = ""
+) -> JobOut:
+    """The public body of a job; ``reused`` when a submission returned it instead of a new job."""
     meta = job.meta
     owner = str(meta[MetaKey.OWNER])
     status = public_status(redis, job)
     error = None
     result = None
+    summary = None
     if status == "finished":
         summary = storage.read_summary(owner, str(meta[MetaKey.RESULT_KEY]))
         if summary is None:
@@ -64,12 +67,9 @@ def job_view(
         else:
             result = _result_links(job.id, summary, base)
     elif status == "failed":
-        error = _failure(job)
+        error = _failure(redis, job)
     elif status == "canceled":
-        error = meta.get(MetaKey.ERROR) or {
-            "code": ErrorCode.CANCELED,
-            "message": "canceled before it started",
-        }
+        error = _recorded(job) or _parts_error(redis, job) or _cancel_error(redis, job)
     progress = 1.0 if status == "finished" else float(meta.get(MetaKey.PROGRESS, 0.0))
     body = {
         "id": job.id,
@@ -77,7 +77,7 @@ def job_view(
         "mosaic_id": meta.get(MetaKey.MOSAIC_ID),
         "model": meta.get(MetaKey.MODEL),
         "params": meta.get(MetaKey.PARAMS, {}),
-        "reused": False,
+        "reused": reused,
         "cancel_requested": cancel_requested,
         "progress": progress,
         "stage": meta.get(MetaKey.STAGE) if status == "running" else status,
@@ -91,7 +91,19 @@ def job_view(
         "error": error,
         "result": result,
     }
-    return with_parts(redis, job, body) if meta.get(MetaKey.PARTS) else body
+    if meta.get(MetaKey.PARTS):
+        body = with_parts(redis, job, body)
+        if summary is not None and SummaryFields.read(summary).bands:  # ``parallel`` is a ceiling
+            body["parallel"] = SummaryFields.read(summary).bands
+    return JobOut.model_validate(body)
+
+
+def _cancel_error(redis: Redis, job: Job) -> dict[str, str]:
+    """Why a canceled job that recorded no reason stopped: before it started, or while it ran (a job shared
+    out over workers ran as soon as one of its bands did)."""
+    ran = job.started_at is not None or (bool(job.meta.get(MetaKey.PARTS)) and started(redis, job))
+    message = "canceled while it ran" if ran else "canceled before it started"
+    return {"code": ErrorCode.CANCELED, "message": message}
 
 
 def _ended_at(job: Job) -> datetime | None:
@@ -107,6 +119,7 @@ def _ended_at(job: Job) -> datetime | None:
 
 def _result_links(job_id: str, summary: dict[str, object], base: str) -> dict[str, Any]:
     root = f"{base}/v1/jobs/{job_id}"
+    rendered = SummaryFields.read(summary).rendered
     return {
         "summary": summary,
         "layers": {layer: f"{root}/dzi/{layer}.dzi" for layer in LAYERS},
@@ -114,15 +127,37 @@ def _result_links(job_id: str, summary: dict[str, object], base: str) -> dict[st
         "heatmap_tiff": f"{root}/files/{HEATMAP_TIFF}",
         "mask_tiff": f"{root}/files/{MASK_TIFF}",
         # Results written since the heat is stored as a pyramid list their layers (and have these).
-        "histogram": f"{root}/files/{HEAT_HISTOGRAM}" if "layers" in summary else None,
-        "regions": f"{root}/regions.geojson" if "layers" in summary else None,
+        "histogram": f"{root}/files/{HEAT_HISTOGRAM}" if rendered else None,
+        "regions": f"{root}/regions.geojson" if rendered else None,
     }
 
 
-def _failure(job: Job) -> dict[str, str]:
+def _recorded(job: Job) -> dict[str, str] | None:
+    """The error the worker recorded in the job's meta, if any."""
     recorded = job.meta.get(MetaKey.ERROR)
     if isinstance(recorded, dict) and "code" in recorded:
         return {"code": str(recorded["code"]), "message": str(recorded.get("message", ""))}
+    return None
+
+
+def _parts_error(redis: Redis, job: Job) -> dict[str, str] | None:
+    """A shared-out job's error: that of the first of its bands that failed (or was canceled)."""
+    if not job.meta.get(MetaKey.PARTS):
+        return None
+    for part in ended_parts(redis, job):
+        if part.get_status(refresh=False) == JobStatus.FAILED:
+            return _failure(redis, part)
+        if _recorded(part) is not None:
+            return _recorded(part)
+    return None
+
+
+def _failure(redis: Redis, job: Job) -> dict[str, str]:
+    """Why a failed job failed: the error its worker recorded, its failed band's, a lost worker's (a job
+    whose worker died with no retry left records nothing), or an unexpected failure."""
+    recorded = _recorded(job) or _parts_error(redis, job)
+    if recorded is not None:
+        return recorded
     latest = job.latest_result()
     if latest is not None and "AbandonedJobError" in (latest.exc_string or ""):
         return {
