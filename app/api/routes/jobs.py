@@ -68,12 +68,11 @@ def create_job(
     params = _segment_params(body, model.card, mosaic, parallel=settings.default_parallel)
     requested = body.model_dump(exclude={"mosaic_id", "model"})
     job, reused = jobs.submit(owner, mosaic, model, params, requested, parallel=params.parallel)
-    view = jobs.view(job, base=_base(request))
-    view["reused"] = reused
-    if reused and view["status"] == "finished":
+    view = jobs.view(job, reused=reused, base=_base(request))
+    if reused and view.status == "finished":
         response.status_code = status.HTTP_200_OK
     response.headers["Location"] = f"{_base(request)}/v1/jobs/{job.id}"
-    return JobOut(**view)
+    return view
 
 
 @router.get(
@@ -82,7 +81,7 @@ def create_job(
 def list_jobs(
     request: Request, owner: OwnerDep, jobs: QueueDep, limit: Annotated[int, Query(ge=1, le=500)] = 100
 ) -> JobList:
-    return JobList(jobs=[JobOut(**jobs.view(j, base=_base(request))) for j in jobs.list(owner, limit=limit)])
+    return JobList(jobs=[jobs.view(j, base=_base(request)) for j in jobs.list(owner, limit=limit)])
 
 
 @router.get("/{job_id}", response_model=JobOut, responses=error_responses(401, 404), summary="Poll a job")
@@ -92,7 +91,7 @@ def get_job(job_id: str, request: Request, owner: OwnerDep, jobs: QueueDep) -> J
         # A running job whose worker died is retried or failed here, not only by the next idle worker.
         jobs.reap_abandoned()
         job.refresh()
-    return JobOut(**jobs.view(job, base=_base(request)))
+    return jobs.view(job, base=_base(request))
 
 
 @router.delete(
@@ -106,4 +105,4 @@ def cancel_job(job_id: str, request: Request, owner: OwnerDep, jobs: QueueDep) -
     """A queued job is canceled at once; a running one stops between batches (its worker is then free)
     and reads ``canceled`` when it has. Poll the job to see it stop."""
     job = jobs.cancel(jobs.fetch(owner, job_id))
-    return JobOut(**jobs.view(job, base=_base(request)))
+    return jobs.view(job, base=_base(request))
