@@ -224,7 +224,7 @@ def test_invalid_job_parameters_name_the_field(alice: httpx.Client, tile_id: str
         ({"precision": "int8"}, "precision"),
         ({"model": "nosuch"}, "model"),
         ({"model": "../tiny"}, "model"),
-        ({"sigma": 3}, "sigma"),  # unknown field
+        ({"sigma_px": 3}, "sigma_px"),  # unknown field (the name sigma had before)
     ]
     for params, field in cases:
         response = submit(alice, tile_id, **params)
