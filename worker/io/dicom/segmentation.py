@@ -29,6 +29,7 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
+from pydicom.uid import ExplicitVRLittleEndian, JPEGLSLossless
 
 from worker.contract import PROBABILITY_DICOM, SEGMENTATION_DICOM
 from worker.errors import ExportFailed
@@ -49,6 +50,10 @@ much; Lesion, Neoplasm or Melanoma would claim a diagnosis the model does not ma
 SEGMENT_LABEL = "aspecific"
 SERIES_NUMBER = {"BINARY": 901, "FRACTIONAL": 902}
 """Series numbers of the two results, apart from a scanner's usual 1..n."""
+TRANSFER_SYNTAX = {"BINARY": ExplicitVRLittleEndian, "FRACTIONAL": JPEGLSLossless}
+"""The mask is stored a bit per pixel (the only packing BINARY allows); the probability, a byte per pixel
+in blocks of equal values, losslessly as JPEG-LS: 8 times smaller than raw on a smooth heat, as fast to
+write, and decoded by the toolkits PACS and viewers use (DCMTK, CharLS)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -190,6 +195,7 @@ def segmentation(
         software_versions=algorithm.version,
         device_serial_number="0",
         max_fractional_value=255,
+        transfer_syntax_uid=TRANSFER_SYNTAX[segmentation_type],
         content_label="ASPECIFIC",
         content_description=f"aspecific {kind}"[:64],
         omit_empty_frames=False,

@@ -57,6 +57,8 @@ def test_both_segmentations_lie_on_the_source_grid(tmp_path: Path, build) -> Non
         assert dciodvfy_errors(path) == [], name
         seg = hd.seg.segread(path)
         assert seg.SegmentationType == kind and result.files[name] == seg.SOPInstanceUID
+        syntax = "1.2.840.10008.1.2.1" if kind == "BINARY" else "1.2.840.10008.1.2.4.80"  # JPEG-LS lossless
+        assert seg.file_meta.TransferSyntaxUID == syntax
         assert seg.StudyInstanceUID == src.StudyInstanceUID and seg.SeriesInstanceUID != src.SeriesInstanceUID
         ref = seg.ReferencedSeriesSequence[0]
         assert ref.SeriesInstanceUID == src.SeriesInstanceUID
