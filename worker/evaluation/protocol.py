@@ -26,7 +26,7 @@ from models.metrics.roc import DEFAULT_BINS, ScoreHistogram
 from worker.engine.dense_tiles import STRIDE as DENSE_STRIDE
 from worker.evaluation.data import EvalSplit, PatchScores
 from worker.io.checkpoint import LoadedModel
-from worker.params import CamMethod, Mode, Precision, SegmentParams
+from worker.params import CamMethod, MethodParams, Mode, Precision
 
 DEFAULT_STEPS = (25, 50, 100)
 DEFAULT_SIGMA_UNITS: tuple[float | None, ...] = (None, 1.0, 2.5, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0)
@@ -73,11 +73,13 @@ class EvalParams:
             raise InvalidParameter("dense mode computes classic CAM only; add 'cam' to the methods")
         # Fails early on the engine's own checks (methods, precision, ScoreCAM options).
         for cam in self.cams:
-            SegmentParams(
-                cam=cam,
-                precision=self.precision,
-                scorecam_top_k=self.scorecam_top_k,
-                scorecam_skip_below=self.scorecam_skip_below,
+            MethodParams.parse(
+                {
+                    "cam": cam,
+                    "precision": self.precision,
+                    "scorecam_top_k": self.scorecam_top_k,
+                    "scorecam_skip_below": self.scorecam_skip_below,
+                }
             )
 
 
