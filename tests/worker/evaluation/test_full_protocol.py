@@ -11,7 +11,8 @@ import pytest
 from app.cli import build_parser, main
 from tests.worker.evaluation.test_protocol import dataset, one_thread  # noqa: F401  (fixtures)
 from worker.evaluation import full_protocol
-from worker.evaluation.full_protocol import Step, benchmark_markdown, check_phantoms, plan
+from worker.evaluation.full_protocol import Step, check_phantoms, plan
+from worker.evaluation.report import benchmark_markdown
 
 
 def test_every_step_is_a_command_rcmseg_accepts_and_the_sweep_is_the_paper_s(
@@ -71,7 +72,7 @@ def test_the_benchmark_page_comes_from_the_two_reports(
               "--device", "cpu"]  # fmt: skip
     assert main([*common, "--split", "val", "--out", str(root / "eval-val"), "--write-defaults"]) == 0
     assert main([*common, "--split", "test", "--out", str(root / "eval-test"), "--choose-defaults"]) == 0
-    page = benchmark_markdown(root, difficulty="hard")
+    page = benchmark_markdown(root, command="python -m worker.evaluation.full_protocol", difficulty="hard")
     val = json.loads((root / "eval-val" / "report.json").read_text())
     test = json.loads((root / "eval-test" / "report.json").read_text())
     assert val["chosen_defaults"]["label"] in page and val["chosen_defaults"]["run"] in page
