@@ -158,6 +158,7 @@ def test_a_killed_band_is_retried_alone(
     band1.refresh()
     assert band0.meta[MetaKey.ATTEMPTS] == 1  # the other band was kept, not computed again
     assert band1.meta[MetaKey.ATTEMPTS] == 2
+    assert two["attempts"] == 2  # the job counts its band's retry
     reference = submit(clients["alice"], mosaics["alice"], step=5)
     one = wait_status(clients["alice"], reference["id"], "finished", "failed")
     np.testing.assert_allclose(heat(bob, two), heat(clients["alice"], one), atol=1e-6, rtol=0)
