@@ -10,6 +10,7 @@ torch.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +33,7 @@ READ_SOP_CLASSES = (CONFOCAL_IMAGE, CONFOCAL_TILED_IMAGE, WSM_IMAGE)
 NOT_BASE_LEVEL = frozenset({"THUMBNAIL", "LABEL", "OVERVIEW"})
 """Image Type values (its third) of the images of a slide series that are not its pyramid."""
 PLAUSIBLE_PIXEL_UM = (0.05, 20.0)
+UID_TEXT = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+$")
 
 
 @dataclass(frozen=True)
@@ -58,8 +60,8 @@ def _read_header(path: Path) -> Dataset:
 
 def _sop_class(ds: Dataset, path: Path) -> UID:
     sop = UID(str(ds.get("SOPClassUID", "")))
-    if not sop:
-        raise UnreadableMosaic(f"{path}: DICOM file without a SOP Class UID")
+    if not UID_TEXT.match(sop):
+        raise UnreadableMosaic(f"{path}: the DICOM header is damaged or truncated (no valid SOP Class UID)")
     if sop not in READ_SOP_CLASSES:
         name = sop.name if sop.name != str(sop) else "unknown"
         raise UnsupportedMosaic(
@@ -132,13 +134,14 @@ def _describe(path: Path, ds: Dataset) -> DicomMosaic:
     sop = _sop_class(ds, path)
     ts = UID(str(ds.file_meta.get("TransferSyntaxUID", "1.2.840.10008.1.2.1")))
     _check_decodable(ts, path)
-    width, height, kind = _layout_of(ds)
+    try:
+        width, height, kind = _layout_of(ds)
+    except AttributeError as exc:  # Rows, Columns: the header stops before them
+        raise UnreadableMosaic(f"{path}: the DICOM header is damaged or truncated ({exc})") from None
     bits = int(ds.get("BitsAllocated", 0))
     if bits not in (8, 16) or int(ds.get("PixelRepresentation", 0)) != 0:
-        raise UnsupportedMosaic(
-            f"{path}: {bits}-bit {'signed' if ds.get('PixelRepresentation') else ''} "
-            "samples; rcmseg reads 8 or 16 bit unsigned"
-        )
+        signed = "signed" if ds.get("PixelRepresentation") else "unsigned"
+        raise UnsupportedMosaic(f"{path}: {bits}-bit {signed} samples; rcmseg reads 8 or 16 bit unsigned")
     bands = int(ds.get("SamplesPerPixel", 1))
     size, source = pixel_spacing(ds)
     notes = [f"DICOM {sop.name}, {kind.lower().replace('_', ' ')}, {ts.name}"]
@@ -260,7 +263,9 @@ def _decode(info: DicomMosaic) -> np.ndarray:
     shape = (info.height, info.width) if info.bands == 1 else (info.height, info.width, info.bands)
     out = np.zeros(shape, dtype=dtype)
     invert = str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1"
+    decoded = 0
     for frame, where in zip(iter_pixels(info.path, as_rgb=True), positions, strict=False):
+        decoded += 1
         if where is None:
             continue
         y, x = where
@@ -268,6 +273,9 @@ def _decode(info: DicomMosaic) -> np.ndarray:
         if y < 0 or x < 0 or h <= 0 or w <= 0:
             raise UnreadableMosaic(f"{info.path}: a frame lies outside the total pixel matrix")
         out[y : y + h, x : x + w] = frame[:h, :w]
+    needed = max(i + 1 for i, where in enumerate(positions) if where is not None)
+    if decoded < needed:
+        raise UnreadableMosaic(f"{info.path}: pixel data is truncated ({decoded} of {needed} frames)")
     if invert:
         out = np.iinfo(dtype).max - out
     return out
@@ -277,12 +285,20 @@ def dicom_image(info: DicomMosaic) -> pyvips.Image:
     """The mosaic's pixels at their bit depth and bands (RGB where the file stores YBR), as a pyvips image."""
     try:
         pixels = _decode(info)
-    except (NotImplementedError, RuntimeError, ValueError, EOFError, OSError, KeyError) as exc:
+    except (
+        NotImplementedError,
+        RuntimeError,
+        ValueError,
+        EOFError,
+        OSError,
+        KeyError,
+        AttributeError,
+    ) as exc:
         if isinstance(exc, UnreadableMosaic | UnsupportedMosaic):
             raise
         reason = str(exc).strip().splitlines()
         raise UnreadableMosaic(
-            f"{info.path}: cannot decode the {info.transfer_syntax.name} pixel data "
+            f"{info.path}: pixel data ({info.transfer_syntax.name}) is damaged or truncated "
             f"({reason[-1] if reason else type(exc).__name__})"
         ) from None
     return pyvips.Image.new_from_array(pixels)

@@ -19,9 +19,9 @@ from tests.worker.io.dicom.objects import (
     save,
     wsm,
 )
-from worker.errors import UnsupportedMosaic
+from worker.errors import UnreadableMosaic, UnsupportedMosaic
 from worker.io.dicom.read import describe
-from worker.io.mosaic import input_sha256, open_mosaic, probe
+from worker.io.mosaic import input_sha256, open_mosaic, probe, verify_readable
 
 LIMIT = 10**8
 
@@ -115,3 +115,19 @@ def test_the_pixel_limit_is_checked_from_the_header(tmp_path: Path) -> None:
     path = save(wsm(phantom_pixels()), tmp_path / "m.dcm")
     with pytest.raises(ValueError, match="exceeds the limit"):
         probe(path, max_pixels=1000)
+
+
+@pytest.mark.parametrize("build", [wsm, lambda a: jpeg_baseline(wsm(a))], ids=["raw", "jpeg"])
+def test_truncated_pixel_data_is_named(tmp_path: Path, build) -> None:  # type: ignore[no-untyped-def]
+    path = save(build(phantom_pixels()), tmp_path / "m.dcm")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 20000])
+    with pytest.raises(UnreadableMosaic, match="truncated"):
+        verify_readable(path, max_pixels=LIMIT)
+
+
+def test_a_truncated_header_is_named(tmp_path: Path) -> None:
+    path = save(wsm(phantom_pixels()), tmp_path / "m.dcm")
+    path.write_bytes(path.read_bytes()[:400])
+    with pytest.raises(UnreadableMosaic, match="header is damaged or truncated"):
+        probe(path, max_pixels=LIMIT)
