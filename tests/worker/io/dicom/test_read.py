@@ -131,3 +131,20 @@ def test_a_truncated_header_is_named(tmp_path: Path) -> None:
     path.write_bytes(path.read_bytes()[:400])
     with pytest.raises(UnreadableMosaic, match="header is damaged or truncated"):
         probe(path, max_pixels=LIMIT)
+
+
+def test_colour_and_16_bit_frames_become_8_bit_grey(tmp_path: Path) -> None:
+    grey = phantom_pixels()
+    colour = wsm(grey)
+    rgb = np.stack([grey, grey, grey], axis=-1)
+    tiles = np.frombuffer(colour.PixelData, dtype=np.uint8).reshape(-1, 128, 128)
+    colour.PixelData = np.repeat(tiles[..., None], 3, axis=-1).tobytes()
+    colour.SamplesPerPixel, colour.PhotometricInterpretation, colour.PlanarConfiguration = 3, "RGB", 0
+    mosaic = open_mosaic(save(colour, tmp_path / "rgb.dcm"), max_pixels=LIMIT)
+    assert mosaic.header.bands == 3 and any("luminance" in note for note in mosaic.notes)
+    assert np.abs(_read(tmp_path / "rgb.dcm").astype(int) - rgb[..., 0]).max() <= 1
+    deep = confocal_single(grey)
+    deep.BitsAllocated, deep.BitsStored, deep.HighBit = 16, 16, 15
+    deep.PixelData = (grey.astype(np.uint16) * 257).tobytes()
+    mosaic = open_mosaic(save(deep, tmp_path / "deep.dcm"), max_pixels=LIMIT)
+    assert mosaic.header.bit_depth == 16 and np.array_equal(_read(tmp_path / "deep.dcm"), grey)
