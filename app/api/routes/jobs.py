@@ -67,7 +67,7 @@ def create_job(
     model = choose_model(settings.model_zoo, body.model or settings.default_model)
     params = _segment_params(body, model.card, mosaic, parallel=settings.default_parallel)
     requested = body.model_dump(exclude={"mosaic_id", "model"})
-    job, reused = jobs.submit(owner, mosaic, model, params, requested, parallel=params.parallel)
+    job, reused = jobs.submit(owner, mosaic, model, params, requested)
     view = jobs.view(job, reused=reused, base=_base(request))
     if reused and view.status == "finished":
         response.status_code = status.HTTP_200_OK

@@ -133,10 +133,9 @@ class JobQueue:
         model: ModelChoice,
         params: SegmentParams,
         request: dict[str, Any],
-        *,
-        parallel: int = 1,
     ) -> tuple[Job, bool]:
-        """Queue a job, or return the job that already computed (or is computing) the same result.
+        """Queue a job (shared out over ``params.parallel`` workers), or return the job that already
+        computed (or is computing) the same result.
 
         The check and the enqueue run under a per-result lock in Redis, so N identical submissions that
         arrive together make one job and N - 1 reuses of it."""
@@ -154,7 +153,7 @@ class JobQueue:
             if earlier is not None:
                 self.storage.touch_result(owner, result_key)
                 return earlier, True
-            return self._enqueue(owner, mosaic, model, result_key, params, request, parallel), False
+            return self._enqueue(owner, mosaic, model, result_key, params, request), False
         finally:
             with contextlib.suppress(LockError):  # expired: the job was enqueued all the same
                 lock.release()
@@ -169,7 +168,6 @@ class JobQueue:
         result_key: str,
         params: SegmentParams,
         request: dict[str, Any],
-        parallel: int = 1,
     ) -> Job:
         job_id = uuid.uuid4().hex
         retention = self.settings.retention_s
@@ -193,14 +191,14 @@ class JobQueue:
         }
         self.storage.touch_mosaic(owner, mosaic.id)
         description = f"segment mosaic {mosaic.id} with {model.name}"
-        if parallel > 1:
+        if params.parallel > 1:
             job = enqueue_parts(
                 self.queue,
                 self.settings,
                 job_id=job_id,
                 kwargs=kwargs,
                 meta=meta,
-                parallel=parallel,
+                parallel=params.parallel,
                 description=description,
             )
         else:
