@@ -51,11 +51,8 @@ def _register_dicomize(sub: Any) -> None:
 
 
 def study_fields(args: argparse.Namespace) -> Any:
-    from models.errors import InvalidParameter
-    from worker.io.dicom.dicomize import StudyFields, valid_uid
+    from worker.io.dicom.dicomize import StudyFields
 
-    if args.study_uid and not valid_uid(args.study_uid):
-        raise InvalidParameter(f"--study-uid: {args.study_uid!r} is not a DICOM UID (digits and dots)")
     return StudyFields(
         patient_name=args.patient_name,
         patient_id=args.patient_id,

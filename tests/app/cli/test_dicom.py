@@ -76,6 +76,14 @@ def test_dicomize_takes_patient_study_and_accession(phantom_tif: Path, tmp_path:
     assert dciodvfy_errors(out) == []
 
 
+def test_dicomize_refuses_a_study_uid_that_is_not_one(
+    phantom_tif: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "x.dcm"
+    assert main(["dicomize", str(phantom_tif), "--out", str(out), "--study-uid", "1.02.abc"]) == 2
+    assert "'1.02.abc' is not a DICOM UID" in capsys.readouterr().err and not out.exists()
+
+
 def test_dicomize_refuses_a_mosaic_without_pixel_size(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -13,7 +13,6 @@ import datetime as dt
 import hashlib
 import math
 import os
-import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian
 
 from models.errors import InvalidParameter
-from worker.io.dicom.read import WSM_IMAGE, pixel_spacing
+from worker.io.dicom.read import WSM_IMAGE, pixel_spacing, valid_uid
 from worker.io.mosaic import VivaBlockLayout, input_sha256, open_mosaic
 from worker.provenance import package_version
 
@@ -48,14 +47,6 @@ class StudyFields:
     accession_number: str = ""
     study_id: str = ""
     series_description: str = "RCM mosaic"
-
-
-UID_PATTERN = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+$")
-
-
-def valid_uid(text: str) -> bool:
-    """A DICOM UID: dot-separated numbers without leading zeros, at most 64 characters."""
-    return len(text) <= 64 and UID_PATTERN.match(text) is not None
 
 
 def derived_uid(*parts: str) -> str:
@@ -260,6 +251,8 @@ def dicomize(
 ) -> Dataset:
     """Write the mosaic ``source`` as a VL Whole Slide Microscopy Image to ``out``; the pixel size is the
     one given, else the one the file records (a mosaic recording none needs it given)."""
+    if fields.study_uid and not valid_uid(fields.study_uid):
+        raise InvalidParameter(f"study UID {fields.study_uid!r} is not a DICOM UID (digits and dots)")
     mosaic = open_mosaic(source, max_pixels=max_pixels, layout=layout)
     size = pixel_size_um or mosaic.header.pixel_size_um
     if size is None:

@@ -36,6 +36,11 @@ PLAUSIBLE_PIXEL_UM = (0.05, 20.0)
 UID_TEXT = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+$")
 
 
+def valid_uid(text: str) -> bool:
+    """A DICOM UID: dot-separated numbers without leading zeros, at most 64 characters."""
+    return len(text) <= 64 and UID_TEXT.match(text) is not None
+
+
 @dataclass(frozen=True)
 class DicomMosaic:
     """What the header of a DICOM mosaic says: the file holding it, its size and layout, its pixel size."""
@@ -60,7 +65,7 @@ def _read_header(path: Path) -> Dataset:
 
 def _sop_class(ds: Dataset, path: Path) -> UID:
     sop = UID(str(ds.get("SOPClassUID", "")))
-    if not UID_TEXT.match(sop):
+    if not valid_uid(sop):
         raise UnreadableMosaic(f"{path}: the DICOM header is damaged or truncated (no valid SOP Class UID)")
     if sop not in READ_SOP_CLASSES:
         name = sop.name if sop.name != str(sop) else "unknown"
