@@ -7,6 +7,7 @@ import argparse
 import logging
 
 from app.cli.logs import log_config, use_logs
+from worker.io.files import use_private_modes
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ def run_api(args: argparse.Namespace) -> int:
     from app.settings import get_settings
 
     settings = get_settings()  # refuses to start (exit 2, one line) when a required setting is missing
+    use_private_modes()
     level = "DEBUG" if args.verbose else "INFO"
     use_logs(level, settings.log_format, access_log=settings.access_log)
     log.info(
@@ -80,6 +82,7 @@ def run_worker(args: argparse.Namespace) -> int:
     from worker.queue.worker_process import WorkerConfig, run_worker
 
     settings = get_worker_settings()
+    use_private_modes()
     use_logs("DEBUG" if args.verbose else "INFO", settings.log_format)
     storage = Storage(settings.data_dir)
     storage.ensure()

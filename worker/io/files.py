@@ -59,6 +59,17 @@ def swap_into_place(tmp: Path, target: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+PRIVATE_UMASK = 0o077
+"""What the service processes create is their user's alone: files 0600, folders 0700."""
+
+
+def use_private_modes() -> None:
+    """From now on, files and folders this process creates are private (``PRIVATE_UMASK``), as uploads
+    are: a result holds a patient's heat map, and its summary the uploaded file's name. The API and the
+    workers run as one user, so each still reads what the other wrote."""
+    os.umask(PRIVATE_UMASK)
+
+
 def current_umask() -> int:
     """The process's umask (reading it means setting it; it is set straight back)."""
     mask = os.umask(0o022)

@@ -1,7 +1,8 @@
 """Faults against the real service (uvicorn API and a worker as subprocesses) on a Redis of its own that
 the tests kill: the API answers 503 while Redis is down and the worker waits for it; identical concurrent
 submissions make one job; a killed worker's job is queued again within seconds; a mosaic deleted under a
-queued job fails as ``mosaic_gone``; readiness drops a worker silent for one heartbeat period."""
+queued job fails as ``mosaic_gone``; readiness drops a worker silent for one heartbeat period; results are
+as private as uploads (0600 files, 0700 folders)."""
 
 from __future__ import annotations
 
@@ -111,6 +112,9 @@ def test_while_redis_is_down_the_api_answers_503_and_the_worker_waits(
     before = alice.post("/v1/jobs", json={"mosaic_id": mosaic, **TINY, "step": 60})
     job_id = before.json()["id"]
     wait_status(alice, job_id, "finished")
+    data = Path(svc.env["RCMSEG_DATA_DIR"])
+    for folder in (data / "results" / "alice", data / "uploads" / "alice"):  # results as private as uploads
+        assert file_modes(folder) == {("folder", 0o700), ("file", 0o600)}, folder
     worker_pid = next(iter(svc.workers.values())).pid
     lost_before = lost_redis(svc, next(iter(svc.workers)))
 
@@ -177,6 +181,12 @@ def test_a_worker_that_loses_redis_mid_job_waits_for_it(
     assert worker.poll() is None
     worker_log = (svc.logs / f"{name}.log").read_text()
     assert "lost Redis; waiting for it" in worker_log and "Redis is back" in worker_log
+
+
+def file_modes(folder: Path) -> set[tuple[str, int]]:
+    """The permission bits of ``folder`` and of everything under it, by kind."""
+    entries = [folder, *folder.rglob("*")]
+    return {("folder" if p.is_dir() else "file", p.stat().st_mode & 0o777) for p in entries}
 
 
 def lost_redis(svc: Service, name: str) -> int:
