@@ -67,30 +67,38 @@ class Quoted:
     text: str
     windows: int
     side_px: int
-    step: int
+    steps: tuple[int, ...]
     window: int = 256
     downsample: int = 1
+    mosaics: int = 1
 
+
+PHANTOM_PX = 1750
+"""The side of the benchmark phantoms: 3500 um at 2 um/px (``--min-side-um 3500 --max-side-um 3500``)."""
 
 QUOTED = (
-    Quoted("README.md", "step 25: 12,321 windows", 12321, 12000, 25, downsample=4),
-    Quoted("README.md", "1000 x 1000 processing image (961 windows)", 961, 1000, 25),
-    Quoted("README.md", "12000 x 12000 at downsample 1 (576 windows)", 576, 12000, 512),
-    Quoted("README.md", "169 windows at step 128", 169, 1750, 128),  # a 3500 um phantom at 2 um/px
-    Quoted("docs/engine.md", "CAM step 25 (961 windows)", 961, 1000, 25),
-    Quoted("docs/engine.md", "ScoreCAM top-16 step 100 (81 windows)", 81, 1000, 100),
-    Quoted("docs/engine.md", "exact, step 32 (2304 windows a mosaic)", 2304, 1750, 32),
+    Quoted("README.md", "step 25: 12,321 windows", 12321, 12000, (25,), downsample=4),
+    Quoted("README.md", "1000 x 1000 processing image (961 windows)", 961, 1000, (25,)),
+    Quoted("README.md", "12000 x 12000 at downsample 1 (576 windows)", 576, 12000, (512,)),
+    Quoted("README.md", "169 windows at step 128", 169, PHANTOM_PX, (128,)),
+    Quoted("docs/engine.md", "CAM step 25 (961 windows)", 961, 1000, (25,)),
+    Quoted("docs/engine.md", "ScoreCAM top-16 step 100 (81 windows)", 81, 1000, (100,)),
+    Quoted("docs/engine.md", "exact, step 32 (2304 windows a mosaic)", 2304, PHANTOM_PX, (32,)),
+    Quoted("docs/phantom.md", "(6 x 4938 windows)", 4938, PHANTOM_PX, (25, 50, 100)),
+    Quoted("docs/phantom.md", "(12 x 4938 windows)", 4938, PHANTOM_PX, (25, 50, 100)),
+    Quoted("docs/phantom.md", "89 % of 512 windows of two", 512, PHANTOM_PX, (100,), mosaics=2),
     # the tiny test model's 64 px windows on the real 1024 px tile at 0.5 um/px (reduced 4x)
-    Quoted(
-        "docs/viewer.md", "step 16, threshold 0.3 and pixel size 0.5 µm (169 windows)", 169, 1024, 16, 64, 4
-    ),
+    Quoted("docs/viewer.md", "threshold 0.3 and pixel size 0.5 µm (169 windows)", 169, 1024, (16,), 64, 4),
 )
 
 
 def window_count(q: Quoted) -> int:
     from worker.engine.windows import estimate_windows
 
-    return estimate_windows(q.side_px, q.side_px, downsample=q.downsample, window=q.window, step=q.step)
+    return q.mosaics * sum(
+        estimate_windows(q.side_px, q.side_px, downsample=q.downsample, window=q.window, step=step)
+        for step in q.steps
+    )
 
 
 @pytest.mark.parametrize("quoted", QUOTED, ids=lambda q: f"{q.doc}: {q.text}")
@@ -303,3 +311,12 @@ def test_every_path_architecture_md_mentions_exists() -> None:
     names = {Path(p).name for p in existing_modules()} | {"__init__.py"}
     bare = set(re.findall(r"`(\w+\.py)`", text))
     assert sorted(bare - names) == []
+
+
+def test_architecture_lists_the_torch_free_worker_modules_the_api_may_import() -> None:
+    from tests.test_layers import TORCH_FREE_WORKER_MODULES
+
+    text = flat(text_of(ARCHITECTURE_MD).replace("│", " "))
+    listed = text.split("the API imports from worker only its torch-free modules:", 1)[1].split(";", 1)[0]
+    names = {f"worker.{name.strip()}" for name in listed.split(",")}
+    assert names == set(TORCH_FREE_WORKER_MODULES)
