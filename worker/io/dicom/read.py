@@ -20,7 +20,7 @@ import pyvips
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import get_decoder, iter_pixels
-from pydicom.uid import UID
+from pydicom.uid import UID, JPEGLSLossless, JPEGLSNearLossless
 
 from worker.errors import UnreadableMosaic, UnsupportedMosaic
 from worker.io.dicom.files import dicom_files
@@ -33,6 +33,9 @@ READ_SOP_CLASSES = (CONFOCAL_IMAGE, CONFOCAL_TILED_IMAGE, WSM_IMAGE)
 NOT_BASE_LEVEL = frozenset({"THUMBNAIL", "LABEL", "OVERVIEW"})
 """Image Type values (its third) of the images of a slide series that are not its pyramid."""
 PLAUSIBLE_PIXEL_UM = (0.05, 20.0)
+FASTEST_PLUGIN = {JPEGLSLossless: "pyjpegls", JPEGLSNearLossless: "pyjpegls"}
+"""Where the installed plugins differ in speed: CharLS (pyjpegls) decodes JPEG-LS frames about 4 times
+faster than pylibjpeg's libjpeg, which pydicom would pick first."""
 UID_TEXT = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+$")
 
 
@@ -254,6 +257,12 @@ def _full_positions(ds: Dataset, frames: int, width: int, height: int) -> list[t
     return [(i // across * rows, i % across * cols) if i < across * down else None for i in range(frames)]
 
 
+def _plugin(ts: UID) -> str:
+    """The decoder plugin to use: the fastest installed where they differ, else pydicom's choice ("")."""
+    fastest = FASTEST_PLUGIN.get(ts, "")
+    return fastest if fastest and fastest in get_decoder(ts).available_plugins else ""
+
+
 def _decode(info: DicomMosaic) -> np.ndarray:
     ds = pydicom.dcmread(info.path, stop_before_pixels=True)
     frames = int(ds.get("NumberOfFrames", 1) or 1)
@@ -269,7 +278,8 @@ def _decode(info: DicomMosaic) -> np.ndarray:
     out = np.zeros(shape, dtype=dtype)
     invert = str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1"
     decoded = 0
-    for frame, where in zip(iter_pixels(info.path, as_rgb=True), positions, strict=False):
+    frames = iter_pixels(info.path, as_rgb=True, decoding_plugin=_plugin(info.transfer_syntax))
+    for frame, where in zip(frames, positions, strict=False):
         decoded += 1
         if where is None:
             continue
