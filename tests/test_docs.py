@@ -320,3 +320,27 @@ def test_architecture_lists_the_torch_free_worker_modules_the_api_may_import() -
     listed = text.split("the API imports from worker only its torch-free modules:", 1)[1].split(";", 1)[0]
     names = {f"worker.{name.strip()}" for name in listed.split(",")}
     assert names == set(TORCH_FREE_WORKER_MODULES)
+
+
+def test_the_cards_figures_quoted_in_the_prose() -> None:
+    """The shipped card's defaults, its validation run and its test metrics, wherever prose quotes them."""
+    from tests.generated_docs import shipped_card, shipped_defaults
+
+    card, d = shipped_card(), shipped_defaults()
+    chosen, test = card.metrics["defaults_validation"], card.metrics["test"]
+    sigma = float(d["sigma"])
+    phantom = flat(text_of(REPO / "docs" / "phantom.md"))
+    assert (
+        f"{'CAM' if d['cam'] == 'cam' else 'ScoreCAM'}, step {d['step']} px, Gaussian sigma {sigma:g} px "
+        f"({sigma / 32:g} x the 32 px output stride), mask threshold {d['threshold']:g}" in phantom
+    )
+    assert f"Dice ({chosen['best_dice']:.3f}, pixel AUC {chosen['auc']:.3f};" in phantom
+    assert f"on the {chosen['mosaics']} validation patients" in phantom
+    readme = flat(text_of(REPO / "README.md"))
+    assert (
+        f"On {card.training['data']['patients']['test']} held-out phantom patients it reaches a patch AUC of "
+        f"{test['auc']:.3f} and an accuracy of {test['accuracy']:.3f}" in readme
+    )
+    benchmark = flat(text_of(REPO / "docs" / "results" / "phantom-benchmark.md"))
+    assert f"**{chosen['label']}**" in benchmark
+    assert f"the card uses the validation threshold {d['threshold']:g}" in benchmark
