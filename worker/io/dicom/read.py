@@ -278,8 +278,8 @@ def _decode(info: DicomMosaic) -> np.ndarray:
     out = np.zeros(shape, dtype=dtype)
     invert = str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1"
     decoded = 0
-    frames = iter_pixels(info.path, as_rgb=True, decoding_plugin=_plugin(info.transfer_syntax))
-    for frame, where in zip(frames, positions, strict=False):
+    pixels = iter_pixels(info.path, as_rgb=True, decoding_plugin=_plugin(info.transfer_syntax))
+    for frame, where in zip(pixels, positions, strict=False):
         decoded += 1
         if where is None:
             continue
