@@ -481,7 +481,7 @@ def start_holder(env: dict[str, str], folder: Path, name: str) -> subprocess.Pop
     return subprocess.Popen(["sh", str(WORKER_ENTRYPOINT), "sh", "-c", command], env=env, stderr=log)
 
 
-def wait_file(path: Path, timeout: float = 20.0) -> str:
+def wait_file(path: Path, timeout: float = 60.0) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if path.is_file() and path.read_text().strip():

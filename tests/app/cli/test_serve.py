@@ -172,7 +172,7 @@ def test_serve_restarts_a_killed_redis_and_api_and_stops_cleanly(
     serve = Serve(env, free_port(), log)
     try:
         url, token = serve.announced()
-        wait_for(lambda: serve.lines[-1:] == [""], timeout=10, what="the whole banner")
+        wait_for(lambda: serve.lines[-1:] == [""], timeout=60, what="the whole banner")
         banner = "\n".join(serve.lines)
         assert "Press Ctrl-C to stop" in banner and str(data / "local-token") in banner
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=10) as client:

@@ -156,8 +156,8 @@ def test_params_are_validated(kwargs: dict[str, object]) -> None:
 
 def test_a_thousand_resamples_of_twenty_mosaics_is_fast() -> None:
     hists = mosaics(20, n_bins=10_000, pixels=20_000)
-    start = time.perf_counter()
+    start = time.process_time()  # CPU time of this process: the load of other processes does not count
     result = bootstrap(hists, params=BootstrapParams(n_resamples=1000))
-    elapsed = time.perf_counter() - start
+    elapsed = time.process_time() - start
     assert result.auc.shape == (1000,)
-    assert elapsed < 10.0, f"bootstrap took {elapsed:.1f} s"
+    assert elapsed < 10.0, f"bootstrap took {elapsed:.1f} s of CPU"
