@@ -344,3 +344,21 @@ def test_the_cards_figures_quoted_in_the_prose() -> None:
     benchmark = flat(text_of(REPO / "docs" / "results" / "phantom-benchmark.md"))
     assert f"**{chosen['label']}**" in benchmark
     assert f"the card uses the validation threshold {d['threshold']:g}" in benchmark
+
+
+def test_the_job_body_example_and_the_stages_are_the_contracts() -> None:
+    from tests.generated_docs import PHANTOM_PIXEL_SIZE_UM, WALKTHROUGH_PHANTOM_PX, windows
+    from worker.contract import STAGE_SPAN, overall_progress
+
+    service = flat(text_of(SERVICE_MD))
+    total = windows(WALKTHROUGH_PHANTOM_PX, pixel_size_um=PHANTOM_PIXEL_SIZE_UM)
+    done = total // 2
+    example = re.search(
+        r'"progress": ([\d.]+), "stage": "(\w+)", "windows_done": (\d+), "windows_total": (\d+)', service
+    )
+    assert example, "docs/service.md: the job body example"
+    progress, stage, shown_done, shown_total = example.groups()
+    assert (int(shown_done), int(shown_total)) == (done, total)
+    assert float(progress) == overall_progress(stage, done, total)
+    spans = ", ".join(f"`{stage}` ({lo * 100:g}-{hi * 100:g} %)" for stage, (lo, hi) in STAGE_SPAN.items())
+    assert f"`progress` runs 0..1 over the engine's stages: {spans}." in service
