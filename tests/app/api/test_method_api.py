@@ -75,7 +75,8 @@ def test_a_job_with_nothing_given_equals_the_command_line_with_nothing_given(
     a = np.asarray(pyvips.Image.new_from_file(str(served)).numpy())
     b = np.asarray(pyvips.Image.new_from_file(str(tmp_path / "cli" / "heatmap.tif")).numpy())
     assert a.shape == b.shape == (150, 170)
-    np.testing.assert_array_equal(a, b)
+    # the same parameters; float32 sums in another order (the worker's thread count and batch shape)
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
     assert a.max() > 0
 
 
