@@ -22,7 +22,10 @@ def test_bench_reports_engine_and_network_rates(tmp_path: Path, tiny_model_dir: 
     for stage in ("read_downsample", "extract", "h2d", "network", "stitch", "heat_dzi", "total"):
         assert stage in result["stage_seconds"], stage
     assert result["engine_windows_per_s"] > 0 and result["network_windows_per_s"] > 0
-    assert 0 < result["engine_to_network"] < 10
+    # The ratio of the two measured rates (their values depend on the machine's load, so only their
+    # consistency is checked).
+    ratio = result["engine_windows_per_s"] / result["network_windows_per_s"]
+    assert result["engine_to_network"] == pytest.approx(ratio, rel=0.01, abs=0.002)
     assert result["peak_rss_mib"] > 0 and result["machine"]["cores"]
     path = save_result(result, tmp_path / "results")
     assert json.loads(path.read_text())["batch_size"] == 8
