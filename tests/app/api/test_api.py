@@ -57,6 +57,8 @@ def test_openapi_documents_every_route_body_and_error(client: TestClient) -> Non
         ("get", "/v1/jobs/{job_id}/dzi/{layer}_files/{level}/{col}_{row}.{ext}"),
         ("get", "/v1/jobs/{job_id}/files/{name}"),
         ("get", "/v1/jobs/{job_id}/regions.geojson"),
+        ("get", "/v1/jobs/{job_id}/segmentation.dcm"),
+        ("get", "/v1/jobs/{job_id}/probability.dcm"),
         ("get", "/v1/mosaics/{mosaic_id}/dzi/mosaic.dzi"),
         ("get", "/v1/mosaics/{mosaic_id}/dzi/mosaic_files/{level}/{col}_{row}.jpeg"),
         ("get", "/v1/models"),
