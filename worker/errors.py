@@ -53,6 +53,7 @@ class ExportFailed(RcmSegError, OSError):
         """The OS's (or libvips') reason, never a complaint about the input nor a server path. libvips
         reports a full disk among a dozen lines that end in "Unknown error -1", so its text is searched
         for the system's own reasons first."""
+        code: int | None
         if isinstance(exc, OSError) and exc.errno is not None:
             reason = exc.strerror or os.strerror(exc.errno)
             code = exc.errno

@@ -119,6 +119,15 @@ def test_every_response_carries_the_security_headers(api: Service) -> None:
         assert owner_data.headers["cache-control"] == "no-store"
 
 
+def test_head_works_under_uvicorn_as_get_does(api: Service) -> None:
+    with api.client("alice") as alice:
+        for path in ("/healthz", "/v1/jobs", "/", "/openapi.json"):
+            got, head = alice.get(path), alice.head(path)
+            assert head.status_code == got.status_code == 200, path
+            assert head.content == b"" and head.headers["content-length"] == got.headers["content-length"]
+    assert httpx.head(f"{api.url}/v1/jobs", timeout=30).status_code == 401  # the same gate
+
+
 class _InlineFinder(HTMLParser):
     """Inline scripts, style elements and style or event-handler attributes: what the CSP blocks."""
 
