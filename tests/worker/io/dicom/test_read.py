@@ -21,6 +21,7 @@ from tests.worker.io.dicom.objects import (
 )
 from worker.errors import UnreadableMosaic, UnsupportedMosaic
 from worker.io.dicom.read import describe
+from worker.io.dicom.segmentation import SegAlgorithm, write_segmentations
 from worker.io.mosaic import input_sha256, open_mosaic, probe, verify_readable
 
 LIMIT = 10**8
@@ -80,6 +81,19 @@ def test_a_transfer_syntax_without_a_decoder_is_refused_by_name(tmp_path: Path) 
 
 
 def test_objects_that_are_not_mosaics_are_refused_by_sop_class(tmp_path: Path) -> None:
+    source = save(wsm(phantom_pixels()), tmp_path / "source.dcm")
+    heat = np.full((75, 105), 0.7, dtype=np.float32)
+    algorithm = SegAlgorithm(
+        name="m", version="0", weights_sha256="0" * 64, parameters={}, intended_use="", result_key="k"
+    )
+    write_segmentations(
+        tmp_path, source_path=source, heat=heat, mask=heat > 0.5, downsample=4, algorithm=algorithm
+    )
+    with pytest.raises(
+        UnsupportedMosaic,
+        match=r"Segmentation Storage object \(SOP class 1\.2\.840\.10008\.5\.1\.4\.1\.1\.66\.4\)",
+    ):
+        probe(tmp_path / "segmentation.dcm", max_pixels=LIMIT)
     ct = save(ct_image(), tmp_path / "ct.dcm")
     with pytest.raises(
         UnsupportedMosaic, match=r"CT Image Storage object \(SOP class 1\.2\.840\.10008\.5\.1\.4\.1\.1\.2\)"
