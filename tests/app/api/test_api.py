@@ -177,7 +177,7 @@ def test_an_upload_declared_far_too_large_is_refused_before_it_is_read(settings:
 def test_the_api_never_imports_torch() -> None:
     """The HTTP edge hands work to workers by name; importing it (and the CLI) must not load torch."""
     code = (
-        "import sys; import app.api, app.cli, app.cli.api, app.cli.serve, app.cli.worker, app.storage; "
+        "import sys; import app.api, app.cli, app.cli.processes, app.cli.serve, app.storage; "
         "app.cli.build_parser(); sys.exit('torch' in sys.modules)"
     )
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO, check=False).returncode == 0
