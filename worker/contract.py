@@ -1,9 +1,10 @@
 """The one contract between the API and the worker: what a job is called, takes, reports and leaves behind.
 
 The API enqueues ``JOB_FUNCTION`` by name with ``SegmentJobKwargs`` (JSON; paths relative to the data
-folder) and reads the job's meta (``MetaKey``) while it runs; the worker writes them. A finished job leaves
-``RESULT_FILES`` and the Deep Zoom ``LAYERS`` in its result folder, ``SUMMARY_FILE`` last of all, so a
-result is complete exactly when its summary exists. Imports no torch, no rq.
+folder) and reads the job's meta (``MetaKey``: its ``Stage``, its progress by ``overall_progress``, its
+``ErrorCode``) while it runs; the worker writes them. A finished job leaves ``RESULT_FILES`` and the Deep
+Zoom ``LAYERS`` in its result folder, ``SUMMARY_FILE`` last of all, so a result is complete exactly when its
+summary exists; the API reads the summary through ``SummaryFields``. Imports no torch, no rq.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 from redis import Redis
-from rq import Queue
+from rq import Queue, get_current_job
 from rq.serializers import JSONSerializer
 
 import worker.io.checkpoint as checkpoint
@@ -64,12 +64,15 @@ def work(setup: dict[str, Any]) -> None:
 def slow_network(
     monkeypatch: pytest.MonkeyPatch, delay_s: float, hook: Callable[[int], None] = lambda _n: None
 ) -> None:
-    """Models the worker loads from now on wait ``delay_s`` per batch; ``hook(batch_number)`` runs first."""
+    """Models the worker loads from now on wait ``delay_s`` per batch of a job; ``hook(batch_number)`` runs
+    first. The worker's warm-up before it takes a job is left alone."""
     original = checkpoint.load_model
     calls = 0
 
     def before_batch(_module: torch.nn.Module, _inputs: Any) -> None:
         nonlocal calls
+        if get_current_job() is None:  # warming up, before any job
+            return
         calls += 1
         hook(calls)
         time.sleep(delay_s)
