@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Unpack
 
-from redis.exceptions import RedisError
+from redis.exceptions import ResponseError
 from rq import get_current_job
 from rq.job import Job
 
@@ -83,8 +83,9 @@ class JobReporter:
 
     The cancel callback says stop when the owner asked (the cancel key exists) or when the job's mosaic is
     gone (deleted by its owner or expired): either is seen within ``cancel_poll_s`` of the next batch.
-    A write to Redis that fails (out of memory, read-only, a full disk) is logged and the job goes on: its
-    next report writes again.
+    A write that Redis refuses (out of memory, read-only, a full disk) is logged and the job goes on: its
+    next report writes again. A Redis that cannot be reached fails the job's report, and the worker waits
+    for Redis (``worker.queue.worker_process``).
     """
 
     def __init__(
@@ -136,10 +137,7 @@ class JobReporter:
         now = time.monotonic()
         if not (self.canceled or self.gone) and now - self.last_poll >= self.runtime.cancel_poll_s:
             self.last_poll = now
-            try:
-                self.canceled = bool(self.job.connection.exists(self.cancel_key))
-            except RedisError as exc:  # unreachable for a moment: ask again at the next poll
-                log.warning("job %s: could not read its cancel key: %s", self.job.id, exc)
+            self.canceled = bool(self.job.connection.exists(self.cancel_key))
             self.gone = self.source is not None and not self.source.is_file()
         return self.canceled or self.gone
 
@@ -159,7 +157,7 @@ class JobReporter:
         try:
             self.job.save_meta()
             self.runtime.keep_alive()
-        except RedisError as exc:
+        except ResponseError as exc:  # Redis answers but refuses writes (out of memory, read-only, ...)
             log.warning("job %s: could not write its progress to Redis: %s", self.job.id, exc)
 
 

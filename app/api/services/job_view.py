@@ -55,7 +55,7 @@ def job_view(
     status = public_status(redis, job)
     error = None
     result = None
-    summary = None
+    fields = None
     if status == "finished":
         summary = storage.read_summary(owner, str(meta[MetaKey.RESULT_KEY]))
         if summary is None:
@@ -65,7 +65,8 @@ def job_view(
                 "message": "the result was deleted after the retention period",
             }
         else:
-            result = _result_links(job.id, summary, base)
+            fields = SummaryFields.read(summary)
+            result = _result_links(job.id, summary, fields, base)
     elif status == "failed":
         error = _failure(redis, job)
     elif status == "canceled":
@@ -93,8 +94,8 @@ def job_view(
     }
     if meta.get(MetaKey.PARTS):
         body = with_parts(redis, job, body)
-        if summary is not None and SummaryFields.read(summary).bands:  # ``parallel`` is a ceiling
-            body["parallel"] = SummaryFields.read(summary).bands
+        if fields is not None and fields.bands:  # ``parallel`` is a ceiling: the bands that ran
+            body["parallel"] = fields.bands
     return JobOut.model_validate(body)
 
 
@@ -117,9 +118,11 @@ def _ended_at(job: Job) -> datetime | None:
     return job.last_heartbeat or job.started_at or job.created_at
 
 
-def _result_links(job_id: str, summary: dict[str, object], base: str) -> dict[str, Any]:
+def _result_links(
+    job_id: str, summary: dict[str, object], fields: SummaryFields, base: str
+) -> dict[str, Any]:
     root = f"{base}/v1/jobs/{job_id}"
-    rendered = SummaryFields.read(summary).rendered
+    rendered = fields.rendered
     return {
         "summary": summary,
         "layers": {layer: f"{root}/dzi/{layer}.dzi" for layer in LAYERS},
