@@ -129,7 +129,8 @@ def export_report(timings: dict[str, float], pyramids: dict[str, float]) -> dict
 
 
 def run_bench(model: LoadedModel, config: BenchConfig, *, workdir: Path | None = None) -> dict[str, Any]:
-    """Generate the mosaic, run the engine once (after a small warm-up), then the bare network."""
+    """Generate the mosaic, run the engine once (after a small warm-up) between two runs of the bare
+    network; the ratio is to their mean."""
     device = model.device
     batch = config.batch_size or default_batch_size(device, model.card.window)
     if device.type == "cuda":
@@ -145,16 +146,22 @@ def run_bench(model: LoadedModel, config: BenchConfig, *, workdir: Path | None =
         warm = work / "warm.tif"
         make_bench_mosaic(warm, model.card.window * config.downsample * 2)
         segment_mosaic(warm, model, work / "warm-out", params=params, options=options)
+        # the bare network right before and right after the engine, so that their mean and the engine
+        # meet the same load on a shared machine
+        network = [
+            bare_network_rate(model, batch_size=batch, precision=config.precision, iters=config.network_iters)
+        ]
         t1 = time.perf_counter()
         summary = segment_mosaic(mosaic, model, work / "out", params=params, options=options)
         wall = time.perf_counter() - t1
+        network.append(
+            bare_network_rate(model, batch_size=batch, precision=config.precision, iters=config.network_iters)
+        )
         pyramids = pyramid_seconds(mosaic, work)
     windows: dict[str, int] = summary["windows"]  # type: ignore[assignment]
     processing: dict[str, int] = summary["processing"]  # type: ignore[assignment]
     computed = int(windows["computed"])  # type: ignore[index]
-    network_rate = bare_network_rate(
-        model, batch_size=batch, precision=config.precision, iters=config.network_iters
-    )
+    network_rate = sum(network) / len(network)
     engine_rate = computed / wall
     result: dict[str, Any] = {
         "date": date.today().isoformat(),
@@ -177,6 +184,7 @@ def run_bench(model: LoadedModel, config: BenchConfig, *, workdir: Path | None =
         "generate_s": round(generate_s, 3),
         "engine_windows_per_s": round(engine_rate, 2),
         "network_windows_per_s": round(network_rate, 2),
+        "network_windows_per_s_before_after": [round(rate, 2) for rate in network],
         "engine_to_network": round(engine_rate / network_rate, 3),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "export": export_report(summary["timings_s"], pyramids),

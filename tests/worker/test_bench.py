@@ -9,6 +9,7 @@ import pytest
 
 from worker.bench import BenchConfig, print_result, run_bench, save_result, table
 from worker.io.checkpoint import load_model
+from worker.io.export import STEPS as EXPORT_STEPS
 
 
 def test_bench_reports_engine_and_network_rates(tmp_path: Path, tiny_model_dir: Path) -> None:
@@ -26,19 +27,15 @@ def test_bench_reports_engine_and_network_rates(tmp_path: Path, tiny_model_dir: 
     # consistency is checked).
     ratio = result["engine_windows_per_s"] / result["network_windows_per_s"]
     assert result["engine_to_network"] == pytest.approx(ratio, rel=0.01, abs=0.002)
+    before, after = result["network_windows_per_s_before_after"]  # the network measured around the engine
+    assert before > 0 and after > 0
+    assert result["network_windows_per_s"] == pytest.approx((before + after) / 2, rel=0.01)
     assert result["peak_rss_mib"] > 0 and result["machine"]["cores"]
     path = save_result(result, tmp_path / "results")
     assert json.loads(path.read_text())["batch_size"] == 8
     assert "engine / network" in table(result)
     export = result["export"]
-    assert list(export["steps_s"]) == [
-        "heatmap_tif",
-        "heat_pass",
-        "mask_tif",
-        "regions",
-        "heat_dzi",
-        "histogram",
-    ]
+    assert list(export["steps_s"]) == list(EXPORT_STEPS)
     assert export["bare_dzsave_s"] > 0 and export["mosaic_pyramid_s"] > 0
     assert export["job_export_to_dzsave"] == pytest.approx(
         export["job_export_s"] / export["bare_dzsave_s"], rel=0.01

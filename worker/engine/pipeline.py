@@ -167,7 +167,16 @@ def segment_mosaic(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(scratch, ignore_errors=True)
-        release_freed_memory()  # a worker between jobs holds only what it still uses
+        if _large(mosaic, plan, options):
+            release_freed_memory()  # after a large mosaic a worker between jobs holds only what it uses
+
+
+def _large(mosaic: Mosaic, plan: Plan, options: RunOptions) -> bool:
+    """Whether the processing image exceeds the memory budget: only then are freed pages handed back to
+    the OS before export and after the job. Elsewhere they stay for the next batches, which would fault
+    them in again (the first batches of the next job, at about twice a batch's time on the CPU)."""
+    header, ds = mosaic.header, plan.downsample
+    return (header.width // ds) * (header.height // ds) > options.memory_budget_bytes
 
 
 @dataclass(frozen=True)
@@ -243,7 +252,8 @@ def _segment_into(
     )
     timings["windows_total"] = time.perf_counter() - t1
     del image  # the processing image is not needed for export: free it before the pyramids
-    release_freed_memory()
+    if _large(source.mosaic, source.plan, options):
+        release_freed_memory()
     timings.update({stage: stats.seconds[stage] for stage in STAGES})
     t2 = time.perf_counter()
     try:
