@@ -83,9 +83,12 @@ class MosaicWorker(SimpleWorker):
 
     def heartbeat(self, timeout: int | None = None, pipeline: object = None) -> None:
         """RQ's heartbeat; and if this worker's registration is gone (a Redis that came back without
-        its data), register again, so that the API counts this worker as live."""
-        if pipeline is None and not self.connection.exists(self.key):
+        its data), register again, so that the API counts this worker as live. A job's heartbeat may
+        have written the worker's key again meanwhile, with its heartbeat alone: that is no registration
+        (it has no ``birth``), and it is replaced."""
+        if pipeline is None and not self.connection.hexists(self.key, "birth"):
             log.warning("worker registration lost (Redis restarted?); registering again")
+            self.connection.delete(self.key)
             self.register_birth()
         super().heartbeat(timeout, pipeline)  # type: ignore[arg-type]
 

@@ -21,7 +21,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 from redis import Redis
-from rq import SimpleWorker
+from rq import Queue, SimpleWorker, Worker, worker_registration
 from rq.utils import utcformat
 
 from app.api import create_app
@@ -29,6 +29,7 @@ from app.settings import Settings, load_settings
 from tests.app.conftest import TOKENS, Service, texture_png, upload_id, wait_for
 from tests.conftest import free_port
 from worker.contract import worker_silence_s, worker_ttl_s
+from worker.queue.worker_process import MosaicWorker
 
 pytestmark = pytest.mark.slow
 
@@ -299,3 +300,24 @@ def test_readiness_drops_a_worker_silent_for_one_heartbeat_period(
         assert dead.status_code == 503 and dead.json()["workers"] == 0
         assert dead.json()["reasons"] == ["no live worker"]
     assert not redis.exists(worker.key)  # the dead registration was removed
+
+
+def test_a_worker_registers_again_when_only_a_jobs_heartbeat_rewrote_its_key(redis_url: str) -> None:
+    """Redis came back empty while a job ran: the job's heartbeat wrote the worker's key again with its
+    heartbeat alone, which is no registration; the worker's next own heartbeat registers it again."""
+    redis = Redis.from_url(redis_url)
+    queue = Queue(f"test-rereg-{uuid.uuid4().hex[:8]}", connection=redis)
+    worker = MosaicWorker([queue], connection=redis, heartbeat_s=5, name=f"rereg-{uuid.uuid4().hex[:8]}")
+    worker.register_birth()
+    assert [w.name for w in Worker.all(queue=queue)] == [worker.name]
+    with redis.pipeline() as pipe:  # what an empty Redis looks like to it
+        worker_registration.unregister(worker, pipeline=pipe)
+        pipe.delete(worker.key)
+        pipe.execute()
+    with redis.pipeline() as pipe:  # a job's heartbeat, as rq's maintain_heartbeats sends it
+        worker.heartbeat(65, pipeline=pipe)
+        pipe.execute()
+    assert redis.exists(worker.key) and Worker.all(queue=queue) == []
+    worker.heartbeat()
+    assert [w.name for w in Worker.all(queue=queue)] == [worker.name]
+    worker.register_death()
