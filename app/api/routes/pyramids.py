@@ -14,12 +14,11 @@ from fastapi.responses import FileResponse
 
 from app.api.deps import OwnerDep, StorageDep
 from app.api.errors import NotFound, error_responses
+from app.api.file_responses import immutable_file
 from app.api.paths import INDEX
 from worker.contract import MOSAIC_FORMAT, MOSAIC_LAYER
 
 router = APIRouter(prefix="/v1/mosaics/{mosaic_id}/dzi", tags=["mosaics"])
-
-CACHE = "private, max-age=31536000, immutable"
 
 
 def _pyramid(owner: str, mosaic_id: str, storage: StorageDep) -> Path:
@@ -32,11 +31,7 @@ def _pyramid(owner: str, mosaic_id: str, storage: StorageDep) -> Path:
 
 
 def _file(path: Path, media_type: str) -> FileResponse:
-    if not path.is_file():
-        raise NotFound("no such tile in this mosaic's pyramid")
-    return FileResponse(
-        path, media_type=media_type, headers={"Cache-Control": CACHE, "Vary": "Authorization"}
-    )
+    return immutable_file(path, media_type, missing="no such tile in this mosaic's pyramid")
 
 
 @router.get(

@@ -23,6 +23,7 @@ from rq.job import Job
 
 from app.api.deps import OwnerDep, QueueDep, StorageDep
 from app.api.errors import FieldError, NotFound, error_responses
+from app.api.file_responses import IMMUTABLE_HEADERS, immutable_file
 from app.api.paths import INDEX
 from app.api.services import tiles
 from app.api.services.pyramids import Pyramids
@@ -45,7 +46,6 @@ router = APIRouter(prefix="/v1/jobs/{job_id}", tags=["results"])
 
 TILE_TYPES = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg"}
 FILES = RESULT_FILES
-CACHE = "private, max-age=31536000, immutable"
 FILE_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {"description": "The file.", "content": {t: {} for t in {*TILE_TYPES.values(), *FILES.values()}}}
 }
@@ -86,14 +86,8 @@ def _summary(folder: Path) -> SummaryFields:
     return SummaryFields.read(_summary_of(str(path), path.stat().st_mtime_ns))
 
 
-def _headers() -> dict[str, str]:
-    return {"Cache-Control": CACHE, "Vary": "Authorization"}
-
-
 def _file(path: Path, media_type: str) -> FileResponse:
-    if not path.is_file():
-        raise NotFound("no such file in this job's result")
-    return FileResponse(path, media_type=media_type, headers=_headers())
+    return immutable_file(path, media_type, missing="no such file in this job's result")
 
 
 def _mosaic_pyramid(job: Job, owner: str, jobs: QueueDep, storage: StorageDep) -> Path:
@@ -183,7 +177,7 @@ def get_tile(
         error = NotFound(str(exc))
         error.field = exc.field  # type: ignore[attr-defined]
         raise error from None
-    headers = {**_headers(), "ETag": tiles.etag(job.id, layer, level, col, row, style)}
+    headers = {**IMMUTABLE_HEADERS, "ETag": tiles.etag(job.id, layer, level, col, row, style)}
     if request.headers.get("if-none-match") == headers["ETag"]:
         return Response(status_code=304, headers=headers)
     if not grey.is_file():

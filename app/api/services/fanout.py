@@ -14,11 +14,12 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from redis import Redis
-from rq import Queue, Retry
+from rq import Queue
 from rq.exceptions import InvalidJobOperation
 from rq.job import Dependency, Job, JobStatus
 from rq.serializers import JSONSerializer
 
+from app.api.services.queue_options import segment_job_options
 from app.settings import WorkerSettings
 from worker.contract import (
     BAND_FUNCTION,
@@ -38,8 +39,6 @@ from worker.contract import (
 PartsStatus = Literal["queued", "running", "failed", "canceled"]
 
 
-# About 60 lines: the band jobs and their merge are enqueued in one place with every RQ option they
-# share (timeouts, retention, retry, dependencies), so that no part of a fan-out is queued differently.
 def enqueue_parts(
     queue: Queue,
     settings: WorkerSettings,
@@ -55,8 +54,7 @@ def enqueue_parts(
         source=kwargs["source"], model=kwargs["model"], params=kwargs["params"], parallel=parallel
     )
     parts_dir = parts_relpath(kwargs["out_dir"], job_id, key)
-    retention = settings.retention_s
-    retry = Retry(max=settings.job_retries) if settings.job_retries else None
+    options = segment_job_options(settings)
     bands: list[Job | Dependency | str] = []
     for i in range(parallel):
         band: BandJobKwargs = {
@@ -74,13 +72,10 @@ def enqueue_parts(
             queue.enqueue_call(
                 func=BAND_FUNCTION,
                 kwargs=dict(band),
-                timeout=settings.job_timeout_s,
-                result_ttl=retention,
-                failure_ttl=retention,
-                ttl=retention,
+                ttl=settings.retention_s,
                 job_id=band_job_id(job_id, i),
                 meta={MetaKey.PART_OF: job_id, MetaKey.STAGE: Stage.QUEUED, MetaKey.ATTEMPTS: 0},
-                retry=retry,
+                **options,
                 description=f"band {i + 1} of {parallel}: {description}",
             )
         )
@@ -100,12 +95,9 @@ def enqueue_parts(
     return queue.enqueue_call(
         func=MERGE_FUNCTION,
         kwargs=dict(merge),
-        timeout=settings.job_timeout_s,
-        result_ttl=retention,
-        failure_ttl=retention,
         job_id=job_id,
         meta={**meta, MetaKey.PARTS: [band_job_id(job_id, i) for i in range(parallel)]},
-        retry=retry,
+        **options,
         depends_on=bands,
         description=description,
     )

@@ -25,7 +25,7 @@ from typing import Any
 
 from redis import Redis
 from redis.exceptions import LockError, RedisError
-from rq import Queue, Retry, Worker, worker_registration
+from rq import Queue, Worker, worker_registration
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
@@ -35,6 +35,7 @@ from app.api.schemas import JobOut
 from app.api.services.fanout import cancel_parts, enqueue_parts
 from app.api.services.identity import ModelChoice, result_key_for
 from app.api.services.job_view import PublicStatus, job_view, public_status
+from app.api.services.queue_options import segment_job_options
 from app.settings import WorkerSettings
 from app.storage import ID_PATTERN, MosaicRecord, Storage
 from worker.contract import (
@@ -205,12 +206,9 @@ class JobQueue:
             job = self.queue.enqueue_call(
                 func=JOB_FUNCTION,
                 kwargs=dict(kwargs),
-                timeout=self.settings.job_timeout_s,
-                result_ttl=retention,
-                failure_ttl=retention,
                 job_id=job_id,
                 meta=meta,
-                retry=Retry(max=self.settings.job_retries) if self.settings.job_retries else None,
+                **segment_job_options(self.settings),
                 description=description,
             )
         with self.redis.pipeline() as pipe:
