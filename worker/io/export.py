@@ -219,8 +219,6 @@ def result_layers(mosaic: Mosaic, heat_shape: tuple[int, int], downsample: int) 
     }
 
 
-# About 60 lines: the export's steps run side by side from one pass over the heat, and their timings and
-# progress are kept together; each step itself is a function of this module.
 def write_outputs(
     out: Path,
     *,
@@ -240,53 +238,24 @@ def write_outputs(
     YResolution in pixels per centimetre, ResolutionUnit 3). Without it they carry libvips' placeholder,
     1 px/mm written as 25.4 per inch, which readers take for "not recorded".
     """
-    resolution = _resolution(pixel_size_um)
-    big = _bigtiff(heat)
-    tiff = {"bigtiff": big, **resolution, **TIFF_OPTIONS}
     timings: dict[str, float] = {}
-    outcome: dict[str, Any] = {}
 
     def report(name: str, seconds: float) -> None:  # on this thread only: progress callbacks need not lock
         timings[name] = seconds
         if progress is not None:
             progress(Progress("export", len(timings), len(STEPS)))
 
-    def heatmap_tif() -> None:
-        _heat_image(heat).tiffsave(str(out / HEATMAP_TIFF), predictor="float", **tiff)
-
-    def mask_tif() -> None:
-        _from_memory(derived.mask).tiffsave(str(out / MASK_TIFF), **tiff)
-
-    def regions() -> None:
-        geojson = regions_geojson(derived.mask, scale=float(downsample))
-        (out / REGIONS_GEOJSON).write_text(json.dumps(geojson), encoding="utf-8")
-        outcome["regions"] = len(geojson["features"])
-
-    def heat_dzi() -> None:
-        dzsave(_from_memory(derived.grey), out / HEAT_LAYER, HEAT_SUFFIX)
-
-    # The files do not depend on one another, only on the heat and the one pass over it: libvips, zlib and
-    # the tracer release the GIL, so they are written side by side (on a shared CPU this changes nothing;
-    # on a GPU machine's many cores export takes about as long as its slowest step).
-    with ThreadPoolExecutor(max_workers=4, thread_name_prefix="export") as pool:
-        running = {pool.submit(_timed, heatmap_tif): "heatmap_tif"}
-        t0 = time.perf_counter()
-        derived = heat_pass(heat, threshold)
-        report("heat_pass", time.perf_counter() - t0)
-        for step in (mask_tif, regions, heat_dzi):
-            running[pool.submit(_timed, step)] = step.__name__
-        t0 = time.perf_counter()
-        counts = [int(c) for c in derived.counts]
-        histogram = json.dumps({"bins": len(counts), "counts": counts})
-        (out / HEAT_HISTOGRAM).write_text(histogram, encoding="utf-8")
-        report("histogram", time.perf_counter() - t0)
-        for done in as_completed(running):
-            report(running[done], done.result())
-
-    def heatmap_ome_tif() -> None:  # from heatmap.tif once written: the heat is read from disk once more
-        write_heatmap_ome(out / HEATMAP_TIFF, out / HEATMAP_OME_TIFF, pixel_size_um, bigtiff=big)
-
-    report("heatmap_ome_tif", _timed(heatmap_ome_tif))
+    big = _bigtiff(heat)
+    tiff = {"bigtiff": big, **_resolution(pixel_size_um), **TIFF_OPTIONS}
+    derived, regions = _write_layers(
+        out, heat=heat, threshold=threshold, downsample=downsample, tiff=tiff, report=report
+    )
+    report(
+        "heatmap_ome_tif",  # from heatmap.tif once written: the heat is read from disk once more
+        _timed(
+            lambda: write_heatmap_ome(out / HEATMAP_TIFF, out / HEATMAP_OME_TIFF, pixel_size_um, bigtiff=big)
+        ),
+    )
     dicom: dict[str, str] = {}
     if algorithm is not None and mosaic.header.format == "dicom":
         t0 = time.perf_counter()
@@ -301,11 +270,60 @@ def write_outputs(
         timings["dicom_segmentations"] = time.perf_counter() - t0
     return ExportResult(
         positive_pixels=derived.positive,
-        regions=int(outcome["regions"]),
+        regions=regions,
         timings={step: timings[step] for step in (*STEPS, "dicom_segmentations") if step in timings},
         layers=result_layers(mosaic, heat.shape, downsample),
         dicom=dicom,
     )
+
+
+def _write_layers(
+    out: Path,
+    *,
+    heat: np.ndarray,
+    threshold: float,
+    downsample: int,
+    tiff: dict[str, Any],
+    report: Callable[[str, float], None],
+) -> tuple[HeatPass, int]:
+    """heatmap.tif, mask.tif, regions.geojson, the heat pyramid and the histogram from one pass over the
+    heat; returns that pass and the number of regions.
+
+    The files do not depend on one another, only on the heat and the one pass over it: libvips, zlib and
+    the tracer release the GIL, so they are written side by side (on a shared CPU this changes nothing;
+    on a GPU machine's many cores export takes about as long as its slowest step).
+    """
+    regions: list[int] = []
+
+    def heatmap_tif() -> None:
+        _heat_image(heat).tiffsave(str(out / HEATMAP_TIFF), predictor="float", **tiff)
+
+    def mask_tif() -> None:
+        _from_memory(derived.mask).tiffsave(str(out / MASK_TIFF), **tiff)
+
+    def regions_file() -> None:
+        geojson = regions_geojson(derived.mask, scale=float(downsample))
+        (out / REGIONS_GEOJSON).write_text(json.dumps(geojson), encoding="utf-8")
+        regions.append(len(geojson["features"]))
+
+    def heat_dzi() -> None:
+        dzsave(_from_memory(derived.grey), out / HEAT_LAYER, HEAT_SUFFIX)
+
+    with ThreadPoolExecutor(max_workers=4, thread_name_prefix="export") as pool:
+        running = {pool.submit(_timed, heatmap_tif): "heatmap_tif"}
+        t0 = time.perf_counter()
+        derived = heat_pass(heat, threshold)
+        report("heat_pass", time.perf_counter() - t0)
+        for step, name in ((mask_tif, "mask_tif"), (regions_file, "regions"), (heat_dzi, "heat_dzi")):
+            running[pool.submit(_timed, step)] = name
+        t0 = time.perf_counter()
+        counts = [int(c) for c in derived.counts]
+        histogram = json.dumps({"bins": len(counts), "counts": counts})
+        (out / HEAT_HISTOGRAM).write_text(histogram, encoding="utf-8")
+        report("histogram", time.perf_counter() - t0)
+        for done in as_completed(running):
+            report(running[done], done.result())
+    return derived, regions[0]
 
 
 def _timed(step: Callable[[], None]) -> float:

@@ -159,8 +159,6 @@ class JobQueue:
             with contextlib.suppress(LockError):  # expired: the job was enqueued all the same
                 lock.release()
 
-    # About 60 lines: the job's meta, its kwargs (the contract) and its RQ options are written out together,
-    # in the one place a segmentation job is queued.
     def _enqueue(
         self,
         owner: str,
@@ -170,8 +168,8 @@ class JobQueue:
         params: SegmentParams,
         request: dict[str, Any],
     ) -> Job:
+        """The one place a segmentation job is queued: its meta, its kwargs (the contract), its RQ options."""
         job_id = uuid.uuid4().hex
-        retention = self.settings.retention_s
         meta = {
             MetaKey.OWNER: owner,
             MetaKey.MOSAIC_ID: mosaic.id,
@@ -211,13 +209,18 @@ class JobQueue:
                 **segment_job_options(self.settings),
                 description=description,
             )
-        with self.redis.pipeline() as pipe:
-            pipe.zadd(self.owner_jobs_key(owner), {job_id: job.created_at.timestamp()})
-            pipe.expire(self.owner_jobs_key(owner), retention)
-            pipe.set(self.dedupe_key(owner, result_key), job_id, ex=retention)
-            pipe.execute()
+        self._remember(owner, job, result_key)
         log.info("job queued", extra={"owner": owner, "job_id": job_id, "mosaic_id": mosaic.id})
         return job
+
+    def _remember(self, owner: str, job: Job, result_key: str) -> None:
+        """List the job under its owner and as the one computing its result key, both for the retention."""
+        retention = self.settings.retention_s
+        with self.redis.pipeline() as pipe:
+            pipe.zadd(self.owner_jobs_key(owner), {job.id: job.created_at.timestamp()})
+            pipe.expire(self.owner_jobs_key(owner), retention)
+            pipe.set(self.dedupe_key(owner, result_key), job.id, ex=retention)
+            pipe.execute()
 
     def _reusable(self, owner: str, result_key: str) -> Job | None:
         earlier_id = self.redis.get(self.dedupe_key(owner, result_key))
