@@ -1,5 +1,6 @@
-"""The import layers of the house, read from the source: ``models`` below ``worker`` below ``app``, an app that
-imports no torch itself (the command line reaches it only through ``worker``), and an API that loads none.
+"""The import layers of the house, read from the source: ``models`` below ``worker`` below ``app``, an app
+that imports no torch itself (the command line reaches it only through ``worker``), and an API that loads
+none.
 
 Every ``import`` and ``from ... import`` of every module counts, wherever it stands (module level, inside a
 function, under ``if TYPE_CHECKING``), so a lazy import cannot hide a crossed layer. A failure names the
