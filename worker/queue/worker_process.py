@@ -84,9 +84,9 @@ class MosaicWorker(SimpleWorker):
     def heartbeat(self, timeout: int | None = None, pipeline: object = None) -> None:
         """RQ's heartbeat; and if this worker's registration is gone (a Redis that came back without
         its data), register again, so that the API counts this worker as live. A job's heartbeat may
-        have written the worker's key again meanwhile, with its heartbeat alone: that is no registration
-        (it has no ``birth``), and it is replaced."""
-        if pipeline is None and not self.connection.hexists(self.key, "birth"):
+        have written the worker's key again meanwhile (rq's ``maintain_heartbeats`` does when it finds
+        it gone), but not the set of workers the API reads: membership of that set is the registration."""
+        if pipeline is None and not self.connection.sismember(self.redis_workers_keys, self.key):
             log.warning("worker registration lost (Redis restarted?); registering again")
             self.connection.delete(self.key)
             self.register_birth()
