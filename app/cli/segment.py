@@ -166,6 +166,7 @@ def write_mosaic_pyramid(args: argparse.Namespace, layout: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from worker.contract import Stage
     from worker.engine.device import prepare_process, resolve_device
     from worker.engine.options import RunOptions
     from worker.engine.pipeline import segment_mosaic
@@ -183,14 +184,14 @@ def run(args: argparse.Namespace) -> int:
     bars: dict[str, tqdm] = {}
 
     def show(p: Progress) -> None:
-        if p.stage == "read":  # decoding errors surface here: keep them to one line
+        if p.stage == Stage.READ:  # decoding errors surface here: keep them to one line
             return
         bar = bars.get(p.stage)
         if bar is None:
             bar = bars[p.stage] = tqdm(
                 total=p.total,
                 desc=p.stage,
-                unit="win" if p.stage == "windows" else "step",
+                unit="win" if p.stage == Stage.WINDOWS else "step",
                 disable=None,  # off when stderr is not a terminal
             )
         bar.total = p.total

@@ -18,6 +18,7 @@ import numpy as np
 
 from models.errors import InvalidParameter
 from models.metrics.roc import mosaic_histogram
+from worker.contract import Stage
 from worker.datasets.annotated import MAX_PIXELS, AnnotatedMosaic, labels_for
 from worker.engine.device import default_batch_size
 from worker.engine.network_pass import WindowStats
@@ -240,7 +241,7 @@ class _Sweep:
         del heats
         self.done += grid.count
         if self.progress is not None:
-            self.progress(Progress("windows", self.done, self.total))
+            self.progress(Progress(Stage.WINDOWS, self.done, self.total))
         return KeptPass(histograms=hists, previews=shown, record=_record(spec, mosaic, stats, seconds))
 
     def _time_left(self) -> str:
@@ -259,7 +260,9 @@ class _Sweep:
 
         def report(p: Progress) -> None:
             if self.progress is not None:
-                self.progress(Progress("windows", base + round(count * p.done / max(p.total, 1)), self.total))
+                self.progress(
+                    Progress(Stage.WINDOWS, base + round(count * p.done / max(p.total, 1)), self.total)
+                )
 
         if spec.mode == "dense":
             return dense_sweep(

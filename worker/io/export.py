@@ -30,6 +30,7 @@ from worker.contract import (
     MOSAIC_FORMAT,
     REGIONS_GEOJSON,
     SUMMARY_FILE,
+    Stage,
 )
 from worker.io.dicom.segmentation import SegAlgorithm, write_segmentations
 from worker.io.mosaic import Mosaic
@@ -243,7 +244,7 @@ def write_outputs(
     def report(name: str, seconds: float) -> None:  # on this thread only: progress callbacks need not lock
         timings[name] = seconds
         if progress is not None:
-            progress(Progress("export", len(timings), len(STEPS)))
+            progress(Progress(Stage.EXPORT, len(timings), len(STEPS)))
 
     big = _bigtiff(heat)
     tiff = {"bigtiff": big, **_resolution(pixel_size_um), **TIFF_OPTIONS}
