@@ -178,7 +178,8 @@ class StripStitcher:
         contrib = contrib * prob.to(self.device, torch.float32).view(-1, 1, 1) * self.weights
         if not self.one_add:
             # On the CPU a batch holds a few windows, and a slice add per window streams through memory
-            # faster than a scattered index_add (measured here: 0.06 s against 1.2 s for 64 windows).
+            # faster than a scattered index_add (measured here, 64 windows of 256 px in batches of 16 in
+            # one process: 0.055-0.073 s against 0.13-0.23 s).
             for i, (y, x) in enumerate(zip(ys.tolist(), xs.tolist(), strict=True)):
                 r = y - self.band_y0
                 self._num[r : r + s, x : x + s] += contrib[i]
