@@ -21,7 +21,7 @@ from app.api import create_app
 from app.api.paths import INDEX_DIGITS
 from app.settings import Settings
 from tests.app.api.test_tiles import ALICE, finished_job, mosaic_png
-from tests.app.api.test_tiles import settings as settings  # noqa: F401 (the fixture, shared)
+from tests.app.api.test_tiles import settings as settings
 
 PARAM = re.compile(r"{([^}:]+)(?::[^}]+)?}")
 
@@ -42,7 +42,7 @@ HOSTILE = [
 
 
 @pytest.fixture
-def app(settings: Settings) -> FastAPI:  # noqa: F811
+def app(settings: Settings) -> FastAPI:
     return create_app(settings)
 
 
@@ -89,7 +89,7 @@ def test_no_url_answers_a_server_error(app: FastAPI, client: TestClient) -> None
     assert requests > 300
 
 
-def test_a_number_past_the_bound_is_a_404(client: TestClient, settings: Settings, tmp_path: Path) -> None:  # noqa: F811
+def test_a_number_past_the_bound_is_a_404(client: TestClient, settings: Settings, tmp_path: Path) -> None:
     mosaic_id = upload(client, tmp_path)
     job_id = finished_job(settings, "alice", mosaic_id, mosaic_png(tmp_path))
     tile = f"/v1/jobs/{job_id}/dzi/heatmap_files/0/0_0.png"
@@ -111,7 +111,7 @@ def upload(client: TestClient, tmp_path: Path) -> str:
 def test_head_answers_as_get_without_a_body_on_every_get_route(
     app: FastAPI,
     client: TestClient,
-    settings: Settings,  # noqa: F811
+    settings: Settings,
     tmp_path: Path,
 ) -> None:
     mosaic_id = upload(client, tmp_path)
