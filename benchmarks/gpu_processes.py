@@ -68,8 +68,7 @@ def run_cold_start(device_name: str, model_dir: Path, *, quick: bool, workdir: P
     import torch
 
     from worker.bench import make_bench_mosaic
-    from worker.engine.device import default_precision, prepare_process
-    from worker.engine.options import RunOptions
+    from worker.engine.device import RunOptions, default_precision, prepare_process
     from worker.engine.pipeline import segment_mosaic
     from worker.engine.predictor import warm_worker
     from worker.io.checkpoint import load_model

@@ -20,8 +20,8 @@ from models.labels import ASPECIFIC
 from models.precision import PRECISIONS
 from worker.bench import BenchConfig, bare_network_rate, make_bench_mosaic, run_bench
 from worker.engine.accumulate import stitch_windows
+from worker.engine.device import RunOptions
 from worker.engine.network_pass import WindowStats, bucket, run_windows
-from worker.engine.options import RunOptions
 from worker.engine.pipeline import segment_mosaic
 from worker.engine.predictor import Predictor, compile_cam
 from worker.engine.scorecam_windows import ScoreCamTally, scorecam_window_maps

@@ -26,8 +26,7 @@ import torch
 from models.cam.classic import cam_windows
 from models.method import Sigma
 from models.precision import PRECISIONS
-from worker.engine.device import default_batch_size
-from worker.engine.options import RunOptions
+from worker.engine.device import RunOptions, default_batch_size
 from worker.engine.pipeline import segment_mosaic
 from worker.io.checkpoint import LoadedModel
 from worker.io.export import STEPS as EXPORT_STEPS

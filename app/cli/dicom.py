@@ -116,8 +116,7 @@ def _register_dicomweb(sub: Any) -> None:
 
 def _segment_here(args: argparse.Namespace, source: Path, out: Path) -> None:
     """The series segmented by this process, as ``rcmseg segment`` would."""
-    from worker.engine.device import default_precision, prepare_process, resolve_device
-    from worker.engine.options import RunOptions
+    from worker.engine.device import RunOptions, default_precision, prepare_process, resolve_device
     from worker.engine.pipeline import segment_mosaic
     from worker.io.checkpoint import load_model
     from worker.io.zoo import read_card, resolve_model

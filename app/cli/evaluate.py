@@ -154,8 +154,7 @@ def run(args: argparse.Namespace) -> int:
 
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from worker.engine.device import default_precision, prepare_process, resolve_device
-    from worker.engine.options import RunOptions
+    from worker.engine.device import RunOptions, default_precision, prepare_process, resolve_device
     from worker.evaluation.data import load_split
     from worker.evaluation.report import write_report
     from worker.evaluation.runner import evaluate

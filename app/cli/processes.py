@@ -78,7 +78,7 @@ def register_worker(sub: argparse._SubParsersAction) -> None:
 def run_worker(args: argparse.Namespace) -> int:
     from app.settings import get_worker_settings
     from app.storage import Storage
-    from worker.engine.options import RunOptions
+    from worker.engine.device import RunOptions
     from worker.queue.worker_process import WorkerConfig, run_worker
 
     settings = get_worker_settings()

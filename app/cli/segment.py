@@ -167,8 +167,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from worker.contract import Stage
-    from worker.engine.device import prepare_process, resolve_device
-    from worker.engine.options import RunOptions
+    from worker.engine.device import RunOptions, prepare_process, resolve_device
     from worker.engine.pipeline import segment_mosaic
     from worker.io.checkpoint import load_model
     from worker.io.zoo import read_card, resolve_model

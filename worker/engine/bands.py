@@ -36,8 +36,8 @@ from models.cam.scorecam import ScoreCamCounts, ScoreCamParams
 from models.errors import InvalidParameter
 from models.precision import PRECISIONS
 from worker.engine.dense_tiles import STRIDE, DenseOptions, DenseWindows, cam_grid, pad_to_cells
+from worker.engine.device import RunOptions
 from worker.engine.network_pass import WindowStats
-from worker.engine.options import RunOptions
 from worker.engine.predictor import Predictor
 from worker.engine.scorecam_windows import ScoreCamTally
 from worker.engine.stitch import ArraySums, heat_from_sums

@@ -1,4 +1,5 @@
-"""Where the network runs and how the process is set up for it: device choice, batch size, allocator, cuDNN.
+"""Where the network runs and how the process is set up for it: device choice, batch size, allocator, cuDNN,
+and ``RunOptions``, how (not what) a run computes.
 
 ``prepare_process`` is called once by each entry point that runs networks (the worker at start, the
 command line's segment, bench, evaluate and train); nothing here happens at import.
@@ -19,6 +20,8 @@ import contextlib
 import ctypes
 import logging
 import sys
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
@@ -26,6 +29,20 @@ from models.errors import InvalidParameter
 from worker.params import Precision
 
 log = logging.getLogger(__name__)
+
+DeviceChoice = Literal["auto", "cpu", "cuda"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunOptions:
+    """How (not what) the engine computes: device placement, batch and memory budget."""
+
+    device: DeviceChoice = "auto"
+    batch_size: int | None = None
+    memory_budget_bytes: int = 128 * 1024**2
+    max_pixels: int = 2 * 12000 * 12000
+    workdir: str | None = None
+
 
 M_TRIM_THRESHOLD = -1
 M_MMAP_MAX = -4

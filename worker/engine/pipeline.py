@@ -23,9 +23,8 @@ from models.errors import InvalidParameter
 from models.precision import PRECISIONS
 from worker.engine.dense_tiles import STRIDE as DENSE_STRIDE
 from worker.engine.dense_tiles import dense_heatmap
-from worker.engine.device import default_batch_size, release_freed_memory
+from worker.engine.device import RunOptions, default_batch_size, release_freed_memory
 from worker.engine.network_pass import WindowStats
-from worker.engine.options import RunOptions
 from worker.engine.predictor import Predictor
 from worker.engine.summary import RunFacts, build_summary
 from worker.engine.windows import WindowGrid

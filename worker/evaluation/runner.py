@@ -20,9 +20,8 @@ from models.errors import InvalidParameter
 from models.metrics.roc import mosaic_histogram
 from worker.contract import Stage
 from worker.datasets.annotated import MAX_PIXELS, AnnotatedMosaic, labels_for
-from worker.engine.device import default_batch_size
+from worker.engine.device import RunOptions, default_batch_size
 from worker.engine.network_pass import WindowStats
-from worker.engine.options import RunOptions
 from worker.engine.windows import WindowGrid
 from worker.evaluation.data import EvalSplit, PatchScores, score_patches
 from worker.evaluation.protocol import (

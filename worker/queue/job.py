@@ -25,7 +25,7 @@ from rq import get_current_job
 from rq.job import Job
 
 from worker.contract import SUMMARY_FILE, MetaKey, SegmentJobKwargs, Stage, overall_progress
-from worker.engine.options import RunOptions
+from worker.engine.device import RunOptions
 from worker.io.checkpoint import LoadedModel, load_model
 from worker.io.zoo import zoo_model
 from worker.params import SegmentParams

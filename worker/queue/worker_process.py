@@ -42,7 +42,7 @@ from rq.timeouts import JobTimeoutException
 
 from models.errors import RcmSegError
 from worker.contract import worker_ttl_s
-from worker.engine.options import RunOptions
+from worker.engine.device import RunOptions
 from worker.errors import JobCanceled
 from worker.io.zoo import list_models, resolve_model
 from worker.queue.job import WorkerRuntime, configure

@@ -31,7 +31,7 @@ from app.settings import Settings, load_settings
 from app.storage import Storage
 from tests.app.conftest import TOKENS
 from worker.contract import JOB_FUNCTION, MetaKey
-from worker.engine.options import RunOptions
+from worker.engine.device import RunOptions
 from worker.io.colormap import rgba_lut
 from worker.io.export import write_outputs, write_summary
 from worker.io.mosaic import open_mosaic

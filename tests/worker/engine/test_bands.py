@@ -16,7 +16,7 @@ from worker.engine.bands import (
     plan_bands,
     write_band,
 )
-from worker.engine.options import RunOptions
+from worker.engine.device import RunOptions
 from worker.engine.pipeline import heat_of
 from worker.engine.windows import WindowGrid
 from worker.errors import BandMismatch

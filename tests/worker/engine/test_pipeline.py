@@ -174,7 +174,7 @@ def test_existing_output_is_refused_and_left_alone(tmp_path: Path, tiny_model_di
 
 
 def test_disk_backed_run_equals_in_memory_run(tmp_path: Path, tiny_model_dir: Path) -> None:
-    from worker.engine.options import RunOptions
+    from worker.engine.device import RunOptions
     from worker.io import export
 
     src = tmp_path / "m.png"

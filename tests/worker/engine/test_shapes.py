@@ -13,7 +13,7 @@ import pyvips
 import torch
 from torch import nn
 
-from worker.engine.options import RunOptions
+from worker.engine.device import RunOptions
 from worker.engine.pipeline import segment_mosaic
 from worker.engine.predictor import Predictor
 from worker.io.checkpoint import LoadedModel, load_model

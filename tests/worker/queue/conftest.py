@@ -20,7 +20,7 @@ from rq import Queue, get_current_job
 from rq.serializers import JSONSerializer
 
 import worker.io.checkpoint as checkpoint
-from worker.engine.options import RunOptions
+from worker.engine.device import RunOptions
 from worker.queue.job import configure
 from worker.queue.worker_process import WorkerConfig, run_worker
 

@@ -17,7 +17,7 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from tests.worker.queue.conftest import HEARTBEAT_S, network_must_not_run, slow_network, work
-from worker.engine.options import RunOptions
+from worker.engine.device import RunOptions
 from worker.queue.job import WorkerRuntime, configure, run_segment_job
 from worker.queue.worker_process import MosaicWorker
 
