@@ -22,6 +22,7 @@ from models.errors import InvalidParameter
 from models.method import Sigma
 from models.network import classifier_weight
 from models.precision import autocast_unless_fp32
+from worker.contract import Stage
 from worker.engine.stitch import gaussian_weights
 from worker.errors import JobCanceled
 from worker.io.checkpoint import LoadedModel
@@ -109,7 +110,7 @@ def cam_grid(
             cam = torch.einsum("c,chw->hw", weight[0].float(), feats[0].float())
             out[r:r1, c:c1] = cam[r - top : r1 - top, c - left : c1 - left].cpu()
             if progress is not None:
-                progress(Progress("windows", n + 1, len(tiles)))
+                progress(Progress(Stage.WINDOWS, n + 1, len(tiles)))
     return out
 
 

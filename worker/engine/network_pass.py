@@ -24,6 +24,7 @@ import torch
 from models.cam.classic import WindowMaps, cam_windows, normalise_input, pad_batch
 from models.cam.scorecam import ScoreCamParams
 from models.precision import PRECISIONS
+from worker.contract import Stage
 from worker.engine.scorecam_windows import ScoreCamTally, scorecam_window_maps
 from worker.engine.source import iter_pixel_batches, prefetch, resident_batches
 from worker.engine.windows import WindowGrid
@@ -213,4 +214,4 @@ def run_windows(
             elapsed = time.perf_counter() - started
             rate = stats.done / elapsed if elapsed > 0 else 0.0
             eta = (stats.total - stats.done) / rate if rate > 0 else None
-            progress(Progress("windows", stats.done, stats.total, eta))
+            progress(Progress(Stage.WINDOWS, stats.done, stats.total, eta))

@@ -21,6 +21,7 @@ import pyvips
 
 from models.errors import InvalidParameter
 from models.precision import PRECISIONS
+from worker.contract import Stage
 from worker.engine.dense_tiles import STRIDE as DENSE_STRIDE
 from worker.engine.dense_tiles import dense_heatmap
 from worker.engine.device import RunOptions, default_batch_size, release_freed_memory
@@ -128,7 +129,7 @@ def segment_mosaic(
     if out_dir.exists() and not overwrite:
         raise InvalidParameter(f"{out_dir}: output folder already exists")
     started = time.perf_counter()
-    (progress or (lambda _p: None))(Progress("read", 0, 1))
+    (progress or (lambda _p: None))(Progress(Stage.READ, 0, 1))
     mosaic = open_mosaic(source, max_pixels=options.max_pixels, layout=layout)
     plan = plan_for(params, mosaic.header, model.card)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -236,7 +237,7 @@ def _segment_into(
     )
     facts = _facts(source, image, model, params=params, options=options, downsample=downsample)
     timings = {"read_downsample": time.perf_counter() - source.started}
-    (progress or (lambda _p: None))(Progress("read", 1, 1))
+    (progress or (lambda _p: None))(Progress(Stage.READ, 1, 1))
     t1 = time.perf_counter()
     heat, covered, stats = heat_fn(
         image,
