@@ -22,6 +22,7 @@ from models.method import PLAIN_AVERAGING, CamMethod, Sigma, Step, Threshold
 
 __all__ = [
     "DEFAULT_INPUT_PIXEL_SIZE_UM",
+    "DENSE_PROB_STEP",
     "MAX_DOWNSAMPLE",
     "MAX_PARALLEL",
     "METHOD_FIELDS",
@@ -36,6 +37,10 @@ __all__ = [
 ]
 
 Precision = Literal["fp32", "bf16", "fp16"]
+
+DENSE_PROB_STEP: Final = 64
+"""Dense mode: the step in pixels of the isolated window crops whose logits, interpolated, give every
+window's probability (:mod:`worker.engine.dense_tiles`). Part of a dense result's identity."""
 Mode = Literal["exact", "dense"]
 
 METHOD_FIELDS: Final = ("cam", "step", "sigma", "threshold")
@@ -174,4 +179,5 @@ class SegmentParams(MethodParams):
     def identity(self) -> dict[str, Any]:
         """The fields that change what is computed (provenance and sharing out left out), for a result's
         key."""
-        return self.model_dump(exclude={"defaults_from", "parallel"})
+        fields = self.model_dump(exclude={"defaults_from", "parallel"})
+        return {**fields, "dense_prob_step": DENSE_PROB_STEP} if self.mode == "dense" else fields

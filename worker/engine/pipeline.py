@@ -51,6 +51,7 @@ def _dense(
     model: LoadedModel,
     params: SegmentParams,
     stats: WindowStats,
+    batch_size: int,
     progress: ProgressFn | None,
     should_cancel: CancelFn | None,
 ) -> tuple[np.ndarray, int]:
@@ -61,6 +62,7 @@ def _dense(
         model,
         sigma=params.sigma,
         dtype=PRECISIONS[params.precision],
+        batch_size=batch_size,
         progress=progress,
         should_cancel=should_cancel,
     )
@@ -85,7 +87,7 @@ def heat_of(
     """The heatmap of a processing image, its covered pixel count and the run's window counts."""
     stats = WindowStats()
     if params.mode == "dense":
-        heat, covered = _dense(image, model, params, stats, progress, should_cancel)
+        heat, covered = _dense(image, model, params, stats, batch_size, progress, should_cancel)
         return heat, covered, stats
     predictor = Predictor.for_model(model, precision=params.precision, batch_size=batch_size)
     ((heat, covered),) = predictor.exact_pass(

@@ -160,14 +160,20 @@ class Predictor:
 
     def input_shapes(self, mode: str, image_shape: tuple[int, int] | None = None) -> set[tuple[int, ...]]:
         """The (batch, channels, height, width) of every network call a job of ``mode`` can make: for
-        dense mode, on an image of ``image_shape`` (processing pixels; default: a mosaic of many tiles)."""
+        dense mode, on an image of ``image_shape`` (processing pixels; default: a mosaic of many tiles),
+        its one tile shape and the exact pass's batches of window crops that give its probabilities."""
         card = self.model.card
-        if mode == "dense":
-            h, w = image_shape or (WARM_IMAGE, WARM_IMAGE)
-            return {(1, card.in_chans, *tile_shape(h, w, card.window, DenseOptions()))}
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        return {(b, card.in_chans, card.window, card.window) for b in batch_shapes(self.batch_size)}
+        windows: set[tuple[int, ...]] = {
+            (b, card.in_chans, card.window, card.window) for b in batch_shapes(self.batch_size)
+        }
+        if mode == "dense":
+            h, w = image_shape or (WARM_IMAGE, WARM_IMAGE)
+            options = DenseOptions()
+            tiles: set[tuple[int, ...]] = {(1, card.in_chans, *tile_shape(h, w, card.window, options))}
+            return tiles | windows if options.prob_step is not None else tiles
+        return windows
 
     def windows(
         self,
@@ -245,6 +251,9 @@ class Predictor:
 
     def _warm_one(self, mode: str, x: torch.Tensor) -> None:
         net, compiled = self.model.net, self.model.compiled
+        window = self.model.card.window
+        if mode == "dense" and (x.shape[0] > 1 or tuple(x.shape[-2:]) == (window, window)):
+            mode = "exact"  # dense mode's window crops run the exact pass
         if mode == "exact" and compiled is not None and x.shape[0] == compiled.batch_size:
             for _ in range(2):  # the second call checks that the first one's graph is reused
                 compiled(x, self.dtype).maps.cpu()
@@ -254,7 +263,6 @@ class Predictor:
             with autocast_unless_fp32(x.device.type, self.dtype):
                 net(x).float().cpu()
         else:
-            window = self.model.card.window
             with windowed_squeeze_excite(net, window), autocast_unless_fp32(x.device.type, self.dtype):
                 net.forward_features(x).float().cpu()  # type: ignore[operator]
 

@@ -12,7 +12,7 @@ from worker.engine.windows import WindowGrid
 from worker.io.checkpoint import LoadedModel
 from worker.io.export import ExportResult
 from worker.io.mosaic import Mosaic
-from worker.params import SegmentParams
+from worker.params import DENSE_PROB_STEP, SegmentParams
 from worker.plan import Plan
 from worker.provenance import package_version
 
@@ -107,10 +107,13 @@ def _input_section(facts: RunFacts) -> dict[str, Any]:
 def method_provenance(params: SegmentParams, threshold: float) -> dict[str, dict[str, Any]]:
     """Each method value that ran and where it came from: the model card's defaults or the request."""
     values = {"cam": params.cam, "step": params.step, "sigma": params.sigma, "threshold": threshold}
-    return {
+    method = {
         key: {"value": value, "source": "card" if key in params.defaults_from else "request"}
         for key, value in values.items()
     }
+    if params.mode == "dense":
+        method["dense_prob_step"] = {"value": DENSE_PROB_STEP, "source": "engine"}
+    return method
 
 
 FEW_WINDOWS = 4

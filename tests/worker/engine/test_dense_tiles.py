@@ -8,8 +8,20 @@ import numpy as np
 import pytest
 import torch
 
-from worker.engine.dense_tiles import STRIDE, DenseOptions, cam_grid
+from worker.engine.dense_tiles import (
+    STRIDE,
+    DenseOptions,
+    DenseWindows,
+    cam_grid,
+    crop_logits,
+    interpolate_logits,
+    pad_to_cells,
+)
+from worker.engine.network_pass import WindowStats
+from worker.engine.predictor import Predictor
+from worker.engine.windows import WindowGrid
 from worker.io.checkpoint import load_model
+from worker.params import SegmentParams
 
 
 @pytest.fixture(scope="module")
@@ -35,3 +47,55 @@ def test_tiles_without_a_halo_show_their_seams(image: np.ndarray, tiny_model_dir
     whole = _grid(image, tiny_model_dir, tile_cells=100, halo_cells=0)
     seams = _grid(image, tiny_model_dir, tile_cells=3, halo_cells=0)
     assert float((whole - seams).abs().max()) > 1e-3 * float(whole.abs().max())
+
+
+def test_crop_probabilities_are_the_exact_pass_at_the_coarse_grid(tiny_model_dir: Path) -> None:
+    model = load_model(tiny_model_dir)
+    rng = np.random.default_rng(5)
+    image = rng.integers(1, 255, size=(STRIDE * 9, STRIDE * 11), dtype=np.uint8)
+    image[:, : STRIDE * 3] = 0  # empty windows, skipped by both passes
+    padded = pad_to_cells(image, model.card.window)
+    step = 2 * STRIDE
+    ys, xs, logits = crop_logits(padded, model, step=step, dtype=torch.float32, batch_size=4)
+
+    grid = WindowGrid(height=padded.shape[0], width=padded.shape[1], window=model.card.window, step=step)
+    predictor = Predictor.for_model(model, precision="fp32", batch_size=4)
+    exact = {
+        (int(y), int(x)): float(p)
+        for batch in predictor.windows(
+            padded, grid=grid, params=SegmentParams(step=step), stats=WindowStats(), on_device=False
+        )
+        for y, x, p in zip(batch.ys, batch.xs, batch.prob, strict=True)
+    }
+    assert exact and len(exact) < logits.numel()  # some windows are empty
+    for (y, x), prob in exact.items():
+        got = torch.sigmoid(logits[np.searchsorted(ys, y), np.searchsorted(xs, x)])
+        assert float(got) == pytest.approx(prob, abs=1e-6)
+    assert int(torch.isnan(logits).sum()) == logits.numel() - len(exact)
+
+
+def test_logit_interpolation_is_exact_at_the_nodes_and_linear_between() -> None:
+    ys, xs = np.array([0, 64, 128, 160]), np.array([0, 64, 96])
+    logits = torch.tensor(np.random.default_rng(1).normal(0, 3, (4, 3)), dtype=torch.float32)
+    out_ys, out_xs = np.arange(6) * STRIDE, np.arange(4) * STRIDE
+    dense = interpolate_logits(ys, xs, logits, out_ys, out_xs)
+    assert dense.shape == (6, 4)
+    for i, y in enumerate(ys):
+        for j, x in enumerate(xs):
+            assert float(dense[y // STRIDE, x // STRIDE]) == pytest.approx(float(logits[i, j]), abs=1e-5)
+    middle = (logits[0, 0] + logits[1, 0]) / 2  # y = 32, halfway between the first two rows
+    assert float(dense[1, 0]) == pytest.approx(float(middle), abs=1e-5)
+
+
+def test_dense_windows_take_their_probabilities_from_the_crops(tiny_model_dir: Path) -> None:
+    model = load_model(tiny_model_dir)
+    image = np.random.default_rng(7).integers(1, 255, size=(STRIDE * 8, STRIDE * 8), dtype=np.uint8)
+    padded = pad_to_cells(image, model.card.window)
+    cam = cam_grid(padded, model, dtype=torch.float32, options=DenseOptions())
+    own = DenseWindows.from_cam_grid(cam, padded, model, image.shape, prob_step=None)
+    crops = DenseWindows.from_cam_grid(cam, padded, model, image.shape, prob_step=STRIDE, batch_size=4)
+    # with crops at every window position the probabilities are the exact pass's, not the dense ones
+    _, _, logits = crop_logits(padded, model, step=STRIDE, dtype=torch.float32, batch_size=4)
+    assert torch.allclose(crops.prob, torch.sigmoid(logits), atol=1e-6)
+    assert not torch.allclose(own.prob, crops.prob, atol=1e-4)
+    assert torch.equal(own.lo, crops.lo) and torch.equal(own.hi, crops.hi)
