@@ -22,6 +22,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels import get_decoder, iter_pixels
 from pydicom.uid import UID, JPEGLSLossless, JPEGLSNearLossless
 
+from models.errors import RcmSegError
 from worker.errors import UnreadableMosaic, UnsupportedMosaic
 from worker.io.dicom.files import dicom_files
 
@@ -111,6 +112,30 @@ def pixel_spacing(ds: Dataset) -> tuple[float | None, str]:
     return size, f"Pixel Spacing (0028,0030) of {where}"
 
 
+MAX_FRAME_SIDE = 4096
+"""The largest frame side accepted beyond the total pixel matrix's (tiles are 256 to 2048 px in practice)."""
+
+
+def _check_frames(ds: Dataset, width: int, height: int, kind: str) -> None:
+    """Refuse a tiled file whose frames would decode to far more pixels than its total pixel matrix holds
+    (a few kilobytes of JPEG 2000 can claim a 65535 px frame): each frame side within the matrix's (or
+    ``MAX_FRAME_SIDE``), and at most twice the frames the matrix needs (focal planes, optical paths)."""
+    if kind == "SINGLE":
+        return
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if not (0 < rows <= max(height, MAX_FRAME_SIDE) and 0 < cols <= max(width, MAX_FRAME_SIDE)):
+        raise UnsupportedMosaic(
+            f"{ds.filename}: frames of {cols} x {rows} px for a {width} x {height} px total pixel matrix"
+        )
+    needed = math.ceil(width / cols) * math.ceil(height / rows)
+    if frames > 2 * needed:
+        raise UnsupportedMosaic(
+            f"{ds.filename}: {frames} frames where a {width} x {height} px matrix in {cols} x {rows} px "
+            f"tiles needs {needed}"
+        )
+
+
 def _layout_of(ds: Dataset) -> tuple[int, int, str]:
     """Width, height and how the frames make the mosaic."""
     frames = int(ds.get("NumberOfFrames", 1) or 1)
@@ -144,14 +169,18 @@ def _describe(path: Path, ds: Dataset) -> DicomMosaic:
     _check_decodable(ts, path)
     try:
         width, height, kind = _layout_of(ds)
-    except AttributeError as exc:  # Rows, Columns: the header stops before them
+        _check_frames(ds, width, height, kind)
+        bits = int(ds.get("BitsAllocated", 0))
+        representation = int(ds.get("PixelRepresentation", 0))
+        bands = int(ds.get("SamplesPerPixel", 1))
+        size, source = pixel_spacing(ds)
+    except RcmSegError:
+        raise
+    except (AttributeError, ValueError, TypeError) as exc:  # a header that stops early or holds nonsense
         raise UnreadableMosaic(f"{path}: the DICOM header is damaged or truncated ({exc})") from None
-    bits = int(ds.get("BitsAllocated", 0))
-    if bits not in (8, 16) or int(ds.get("PixelRepresentation", 0)) != 0:
-        signed = "signed" if ds.get("PixelRepresentation") else "unsigned"
+    if bits not in (8, 16) or representation != 0:
+        signed = "signed" if representation else "unsigned"
         raise UnsupportedMosaic(f"{path}: {bits}-bit {signed} samples; rcmseg reads 8 or 16 bit unsigned")
-    bands = int(ds.get("SamplesPerPixel", 1))
-    size, source = pixel_spacing(ds)
     notes = [f"DICOM {sop.name}, {kind.lower().replace('_', ' ')}, {ts.name}"]
     notes.append(f"pixel size {size:g} um from {source}" if size is not None else f"pixel size: {source}")
     return DicomMosaic(
@@ -278,8 +307,10 @@ def _decode(info: DicomMosaic) -> np.ndarray:
     out = np.zeros(shape, dtype=dtype)
     invert = str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1"
     decoded = 0
+    needed = max(i + 1 for i, where in enumerate(positions) if where is not None)
     pixels = iter_pixels(info.path, as_rgb=True, decoding_plugin=_plugin(info.transfer_syntax))
-    for frame, where in zip(pixels, positions, strict=False):
+    # positions first: zip stops before decoding a frame past the last one placed
+    for where, frame in zip(positions[:needed], pixels, strict=False):
         decoded += 1
         if where is None:
             continue
@@ -288,7 +319,6 @@ def _decode(info: DicomMosaic) -> np.ndarray:
         if y < 0 or x < 0 or h <= 0 or w <= 0:
             raise UnreadableMosaic(f"{info.path}: a frame lies outside the total pixel matrix")
         out[y : y + h, x : x + w] = frame[:h, :w]
-    needed = max(i + 1 for i, where in enumerate(positions) if where is not None)
     if decoded < needed:
         raise UnreadableMosaic(f"{info.path}: pixel data is truncated ({decoded} of {needed} frames)")
     if invert:

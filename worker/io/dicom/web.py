@@ -19,7 +19,7 @@ from retrying import RetryError
 
 from models.errors import RcmSegError
 from worker.io.dicom.dicomize import save_atomically
-from worker.io.dicom.read import READ_SOP_CLASSES
+from worker.io.dicom.read import READ_SOP_CLASSES, valid_uid
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,10 @@ class Pacs:
         written = []
         with self._answer(f"retrieving series {series} of study {study}"):
             for ds in self._client.iter_series(study, series):
-                path = folder / f"{ds.SOPInstanceUID}.dcm"
+                uid = str(ds.get("SOPInstanceUID", ""))
+                if not valid_uid(uid):  # the file's name: never a path the PACS chose
+                    raise PacsError(f"series {series} of study {study} on {self.url} holds an invalid UID")
+                path = folder / f"{uid}.dcm"
                 save_atomically(ds, path)
                 written.append(path)
         if not written:

@@ -162,3 +162,29 @@ def test_colour_and_16_bit_frames_become_8_bit_grey(tmp_path: Path) -> None:
     deep.PixelData = (grey.astype(np.uint16) * 257).tobytes()
     mosaic = open_mosaic(save(deep, tmp_path / "deep.dcm"), max_pixels=LIMIT)
     assert mosaic.header.bit_depth == 16 and np.array_equal(_read(tmp_path / "deep.dcm"), grey)
+
+
+def test_frames_far_beyond_the_total_pixel_matrix_are_refused_before_decoding(tmp_path: Path) -> None:
+    """A few kilobytes of compressed frames can claim far more pixels than the matrix the limit checked."""
+    few = wsm(phantom_pixels())
+    few.TotalPixelMatrixColumns, few.TotalPixelMatrixRows = 64, 64  # 12 frames where one tile covers it
+    with pytest.raises(UnsupportedMosaic, match="12 frames where a 64 x 64 px matrix"):
+        probe(save(few, tmp_path / "frames.dcm"), max_pixels=LIMIT)
+    large = wsm(phantom_pixels())
+    large.Rows = 5000  # each frame claims 5000 rows of a 300-row matrix
+    with pytest.raises(UnsupportedMosaic, match="frames of 128 x 5000 px for a 420 x 300 px"):
+        probe(save(large, tmp_path / "large.dcm"), max_pixels=LIMIT)
+
+
+def test_a_header_holding_nonsense_is_named_not_a_crash(tmp_path: Path) -> None:
+    frames = save(wsm(phantom_pixels()), tmp_path / "frames.dcm")  # 12 tiles: Number of Frames "12"
+    raw = frames.read_bytes()
+    assert raw.count(b"\x28\x00\x08\x00IS\x02\x0012") == 1
+    frames.write_bytes(raw.replace(b"\x28\x00\x08\x00IS\x02\x0012", b"\x28\x00\x08\x00IS\x02\x00x "))
+    spacing = save(confocal_single(phantom_pixels(), spacing="top"), tmp_path / "spacing.dcm")
+    raw = spacing.read_bytes()
+    assert raw.count(b"0.0005\\0.0005") == 1
+    spacing.write_bytes(raw.replace(b"0.0005\\0.0005", b"abcdef\\abcdef"))
+    for path in (frames, spacing):
+        with pytest.raises(UnreadableMosaic, match="header is damaged or truncated"):
+            probe(path, max_pixels=LIMIT)
