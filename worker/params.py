@@ -170,7 +170,11 @@ class SegmentParams(MethodParams):
 
     @classmethod
     def from_job(cls, values: Mapping[str, Any]) -> SegmentParams:
-        """The parameters a job's keyword arguments carry (``SegmentParams.model_dump()``)."""
+        """The parameters a job's keyword arguments carry (``SegmentParams.model_dump()``).
+
+        A job queued by an earlier version wrote plain averaging as a null sigma: read as ``"none"``."""
+        if "sigma" in values and values["sigma"] is None:
+            values = {**values, "sigma": PLAIN_AVERAGING}
         try:
             return SegmentParams.model_validate(values)
         except ValidationError as exc:

@@ -97,8 +97,10 @@ def test_a_jobs_keyword_arguments_carry_the_parameters_whole() -> None:
     assert (
         params.identity() == MethodParams(step=16, sigma="none", parallel=5).resolve(CARD_DEFAULTS).identity()
     )
+    queued_earlier = {**params.model_dump(), "sigma": None}  # plain averaging as an earlier version wrote it
+    assert SegmentParams.from_job(queued_earlier) == params
     with pytest.raises(InvalidParameter, match=r"^sigma: "):
-        SegmentParams.from_job({**params.model_dump(), "sigma": None})
+        SegmentParams.from_job({**params.model_dump(), "sigma": -1})
 
 
 def test_the_window_is_checked_in_one_place_with_one_message() -> None:
