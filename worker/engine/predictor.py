@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import time
-import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -109,8 +108,9 @@ def compile_cam(
     return out
 
 
-_PREDICTORS: weakref.WeakKeyDictionary[torch.nn.Module, dict[tuple[object, ...], Predictor]]
-_PREDICTORS = weakref.WeakKeyDictionary()
+PREDICTORS_ATTRIBUTE = "_rcmseg_predictors"
+"""Where a network keeps its predictors: on the network itself, so they go when it goes (a cache keyed by the
+network whose values hold it would keep every network, and its device memory, for good)."""
 
 
 @dataclass(eq=False, kw_only=True)
@@ -145,7 +145,7 @@ class Predictor:
         batch_size = batch_size or default_batch_size(device, model.card.window)
         resident = device.type == "cuda" if resident is None else resident
         key = (precision, batch_size, resident, id(model.compiled))
-        known = _PREDICTORS.setdefault(model.net, {})
+        known: dict[tuple[object, ...], Predictor] = model.net.__dict__.setdefault(PREDICTORS_ATTRIBUTE, {})
         if key not in known:
             known[key] = cls(model=model, precision=precision, batch_size=batch_size, resident=resident)
         return known[key]
