@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -102,9 +102,19 @@ def _map_fn(model: LoadedModel, params: SegmentParams, stats: WindowStats, batch
                 top_k=params.scorecam_top_k, skip_below=params.scorecam_skip_below, chunk=batch_size
             )
         )
-        return scorecam_window_maps(
-            model, dtype=dtype, tally=stats.scorecam, pad=lambda n: bucket(n, batch_size)
-        )
+        tally = stats.scorecam
+
+        def current() -> int:  # the batch an out-of-memory may have lowered: the masked passes follow it
+            return stats.batch_size or batch_size
+
+        maps = scorecam_window_maps(model, dtype=dtype, tally=tally, pad=lambda n: bucket(n, current()))
+
+        def following_the_batch(x: torch.Tensor) -> WindowMaps:
+            if tally.params.chunk > current():
+                tally.params = replace(tally.params, chunk=current())
+            return maps(x)
+
+        return following_the_batch
     compiled = model.compiled
     if compiled is None:
         return lambda x: cam_windows(model.net, x, dtype=dtype)

@@ -171,3 +171,35 @@ def test_windows_of_an_image_smaller_than_one_window(tiny_model_dir: Path) -> No
         )
     )  # fmt: skip
     assert len(out) == 1 and out[0].ys.tolist() == [0] and out[0].xs.tolist() == [0]
+
+
+def _scorecam_heat(model: LoadedModel, image: np.ndarray, tmp: Path) -> tuple[np.ndarray, WindowStats]:
+    grid = WindowGrid(height=image.shape[0], width=image.shape[1], window=model.card.window, step=48)
+    stats = WindowStats()
+    params = SegmentParams(step=48, cam="scorecam", scorecam_top_k=3)
+    batches = run_windows(image, model, grid=grid, params=params, batch_size=8, stats=stats)
+    heat, _ = stitch_windows(batches, grid=grid, sigma=12.0, budget_bytes=1 << 26, workdir=tmp, stats=stats)
+    return np.asarray(heat), stats
+
+
+def test_scorecam_masked_passes_follow_a_batch_lowered_by_out_of_memory(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    image = np.random.default_rng(1).integers(0, 255, (200, 230), dtype=np.uint8)
+    plain, _ = _scorecam_heat(load_model(tiny_model_dir), image, tmp_path)
+    model = load_model(tiny_model_dir)
+    net = model.net
+    features, forward = net.forward_features, net.forward
+
+    def up_to_2(call):  # type: ignore[no-untyped-def]
+        def run(x: torch.Tensor) -> torch.Tensor:
+            if x.shape[0] > 2:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+            return call(x)
+
+        return run
+
+    net.forward_features, net.forward = up_to_2(features), up_to_2(forward)  # type: ignore[method-assign]
+    retried, stats = _scorecam_heat(model, image, tmp_path)
+    assert stats.batch_size == 2 and stats.scorecam is not None and stats.scorecam.params.chunk == 2
+    np.testing.assert_allclose(retried, plain, atol=1e-5)
