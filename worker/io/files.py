@@ -71,7 +71,14 @@ def use_private_modes() -> None:
 
 
 def current_umask() -> int:
-    """The process's umask (reading it means setting it; it is set straight back)."""
-    mask = os.umask(0o022)
+    """The process's umask, read from ``/proc/self/status`` where Linux gives it: setting and restoring it
+    would give a file another thread creates meanwhile the wider mode."""
+    try:
+        for line in Path("/proc/self/status").read_text(encoding="ascii").splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # no /proc: reading it means setting it, straight back
     os.umask(mask)
     return mask

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -242,3 +243,14 @@ def test_write_summary_writes_indented_json(tmp_path: Path) -> None:
     text = (tmp_path / "summary.json").read_text(encoding="utf-8")
     assert json.loads(text) == summary
     assert text == json.dumps(summary, indent=2) + "\n"
+
+
+def test_the_umask_is_read_without_being_changed() -> None:
+    from worker.io.files import current_umask
+
+    before = os.umask(0o027)
+    try:
+        assert current_umask() == 0o027
+        assert os.umask(0o027) == 0o027  # still what was set: reading it changed nothing
+    finally:
+        os.umask(before)
