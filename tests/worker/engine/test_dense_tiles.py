@@ -99,3 +99,14 @@ def test_dense_windows_take_their_probabilities_from_the_crops(tiny_model_dir: P
     assert torch.allclose(crops.prob, torch.sigmoid(logits), atol=1e-6)
     assert not torch.allclose(own.prob, crops.prob, atol=1e-4)
     assert torch.equal(own.lo, crops.lo) and torch.equal(own.hi, crops.hi)
+
+
+def test_the_crop_step_is_in_a_dense_results_identity_and_provenance() -> None:
+    from worker.engine.summary import method_provenance
+    from worker.params import DENSE_PROB_STEP
+
+    dense = SegmentParams(mode="dense", sigma=20.0)  # type: ignore[arg-type]
+    assert dense.identity()["dense_prob_step"] == DENSE_PROB_STEP == DenseOptions().prob_step
+    assert "dense_prob_step" not in SegmentParams(sigma=20.0).identity()
+    assert method_provenance(dense, 0.5)["dense_prob_step"] == {"value": DENSE_PROB_STEP, "source": "engine"}
+    assert "dense_prob_step" not in method_provenance(SegmentParams(sigma=20.0), 0.5)
