@@ -318,7 +318,9 @@ def merge_bands(
             if cells.shape[1] != cam.shape[1]:
                 raise BandMismatch(f"band {band.index} of {parallel}: its cells are not the mosaic's width")
             cam[band.y0 : band.y1] = torch.from_numpy(cells)
-        windows = DenseWindows.from_cam_grid(cam, padded, model, (image.shape[0], image.shape[1]))
+        windows = DenseWindows.from_cam_grid(
+            cam, padded, model, (image.shape[0], image.shape[1]), dtype=PRECISIONS[params.precision]
+        )
         heat, covered = windows.heat(params.sigma), windows.covered_pixels()
         stats.total, stats.skipped = windows.count, windows.count - windows.kept
         stats.done, stats.max_prob = windows.count, windows.max_prob

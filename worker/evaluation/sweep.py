@@ -96,7 +96,7 @@ def dense_sweep(
     stats.seconds["network"] += time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    windows = DenseWindows.from_cam_grid(cam, padded, model, image.shape)
+    windows = DenseWindows.from_cam_grid(cam, padded, model, image.shape, dtype=PRECISIONS[precision])
     heats = [windows.heat(sigma) for sigma in sigmas]
     stats.total = stats.done = windows.count
     stats.skipped = windows.count - windows.kept
