@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from app.cli.logs import log_config, use_logs
+from app.service_logs import log_config, use_logs
 from worker.io.files import use_private_modes
 
 log = logging.getLogger(__name__)

@@ -30,9 +30,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from app.auth import new_token
-from app.cli.logs import use_logs
 from app.cli.options import positive_int
 from app.local_redis import PrivateRedis, ServeError, exit_reason
+from app.service_logs import use_logs
 from app.settings import Settings, WorkerSettings, get_log_settings, load_settings
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ import logging
 
 import pytest
 
-from app.cli.logs import JsonFormatter, RedactAccessLog, TextFormatter, log_config, redact_query
+from app.service_logs import JsonFormatter, RedactAccessLog, TextFormatter, log_config, redact_query
 
 
 class Terminal(io.StringIO):
