@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from app.cli.options import add_device_options, method_value, positive_int
+from app.cli.options import add_device_options, add_mode_option, method_value, positive_int
 
 
 def register(sub: Any) -> None:
@@ -35,13 +35,7 @@ def register(sub: Any) -> None:
         default=None,
         help="Gaussian sigma in processing px, or 'none' for plain averaging (default: the model card's)",
     )
-    p.add_argument(
-        "--mode",
-        type=method_value("mode"),
-        metavar="{exact,dense}",
-        default="exact",
-        help="exact: the paper's sliding windows; dense: one convolutional pass, windows every 32 px",
-    )
+    add_mode_option(p)
     add_device_options(p)
     p.add_argument(
         "--network-iters",

@@ -117,3 +117,15 @@ def add_step_and_sigma(p: argparse.ArgumentParser) -> None:
         help=f"Gaussian sigma in processing px, or '{PLAIN_AVERAGING}' for plain averaging "
         "(default: the model card's)",
     )
+
+
+def add_mode_option(p: argparse.ArgumentParser) -> None:
+    """``--mode``: the paper's exact windows, or dense mode."""
+    p.add_argument(
+        "--mode",
+        type=method_value("mode"),
+        metavar="{exact,dense}",
+        default="exact",
+        help="exact: the paper's sliding windows; dense: maps from one convolutional pass (windows every "
+        "32 px), window probabilities from isolated crops on a coarser grid",
+    )

@@ -11,6 +11,7 @@ from typing import Any
 
 from app.cli.options import (
     add_device_options,
+    add_mode_option,
     add_model_option,
     add_scorecam_options,
     add_step_and_sigma,
@@ -61,13 +62,7 @@ def register(sub: Any) -> None:
         help="class activation maps: cam (classic, one pass) or scorecam (one pass per channel); "
         "default: the model card's",
     )
-    p.add_argument(
-        "--mode",
-        type=method_value("mode"),
-        metavar="{exact,dense}",
-        default="exact",
-        help="exact: the paper's sliding windows; dense: one convolutional pass, windows every 32 px",
-    )
+    add_mode_option(p)
     add_scorecam_options(p)
     p.add_argument(
         "--threshold",
