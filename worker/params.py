@@ -101,7 +101,8 @@ class MethodParams(BaseModel):
     precision: Precision = Field(default="fp32", description="The network's precision.")
     mode: Mode = Field(
         default="exact",
-        description="exact: the paper's sliding windows; dense: one pass, windows every 32 px.",
+        description="exact: the paper's sliding windows; dense: maps from one pass (windows every 32 px), "
+        f"probabilities from crops every {DENSE_PROB_STEP} px.",
     )
     scorecam_top_k: TopK | None = Field(
         default=None,
