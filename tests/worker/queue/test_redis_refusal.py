@@ -6,9 +6,7 @@ it was running included. A real ``redis-server`` of this module's own (its setti
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import uuid
@@ -25,7 +23,7 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from tests.app.conftest import wait_for
-from tests.conftest import REPO, free_port
+from tests.conftest import REPO, redis_server
 from worker.contract import JOB_FUNCTION, MetaKey
 
 pytestmark = pytest.mark.slow
@@ -36,39 +34,10 @@ TIMEOUT_S = 180.0
 @pytest.fixture(scope="module")
 def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Redis]:
     """A private ``redis-server`` whose memory limit the tests change."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail("redis-server is not installed")
-    workdir, port = tmp_path_factory.mktemp("refusing-redis"), free_port()
-    args = [
-        "--port",
-        str(port),
-        "--bind",
-        "127.0.0.1",
-        "--dir",
-        str(workdir),
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-    ]
-    proc = subprocess.Popen([binary, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    def answers() -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return True
-        except OSError:
-            return False
-
-    try:
-        wait_for(answers, timeout=30, what="redis-server to start")
+    with redis_server(tmp_path_factory.mktemp("refusing-redis")) as port:
         client = Redis(port=port)
         client.config_set("maxmemory-policy", "noeviction")
         yield client
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
