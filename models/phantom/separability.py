@@ -14,6 +14,7 @@ Label-boundary uncertainty changes the labels, not the pixels, and is measured b
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import cv2
@@ -25,7 +26,7 @@ from sklearn.preprocessing import StandardScaler
 
 from models.labels import ASPECIFIC
 from models.phantom.difficulty import Difficulty, parse_difficulty
-from models.phantom.generate import PhantomParams, render_phantom
+from models.phantom.generate import Phantom, PhantomParams, render_phantom
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -76,18 +77,23 @@ def _patches(
     return feats, ys
 
 
-def separability(difficulty: Difficulty, params: GaugeParams | None = None) -> float:
-    """Held-out ROC AUC of a logistic regression on :func:`patch_features`; deterministic for ``params``."""
-    params = params or GaugeParams()
-    rng = np.random.default_rng(params.seed)
-    sets: list[tuple[list[np.ndarray], list[int]]] = [([], []), ([], [])]
+def _phantoms(difficulty: Difficulty, params: GaugeParams) -> Iterator[Phantom]:
+    """The gauge's phantoms, drawn one at a time."""
     for i in range(params.mosaics):
-        ph = render_phantom(
+        yield render_phantom(
             PhantomParams(width=params.side, height=params.side),
             seed=params.seed,
             index=i,
             difficulty=difficulty,
         )
+
+
+def separability(difficulty: Difficulty, params: GaugeParams | None = None) -> float:
+    """Held-out ROC AUC of a logistic regression on :func:`patch_features`; deterministic for ``params``."""
+    params = params or GaugeParams()
+    rng = np.random.default_rng(params.seed)
+    sets: list[tuple[list[np.ndarray], list[int]]] = [([], []), ([], [])]
+    for i, ph in enumerate(_phantoms(difficulty, params)):
         feats, ys = _patches(ph.image, ph.texture, rng, params)
         sets[i % 2][0].extend(feats)
         sets[i % 2][1].extend(ys)
@@ -105,13 +111,7 @@ def label_agreement(difficulty: Difficulty, params: GaugeParams | None = None) -
     """Share of labelled pixels whose label is the drawn pattern's class (aspecific or benign)."""
     params = params or GaugeParams()
     agree = total = 0
-    for i in range(params.mosaics):
-        ph = render_phantom(
-            PhantomParams(width=params.side, height=params.side),
-            seed=params.seed,
-            index=i,
-            difficulty=difficulty,
-        )
+    for ph in _phantoms(difficulty, params):
         labelled = (ph.labels > 0) & (ph.texture > 0)
         same = (ph.labels == ASPECIFIC) == (ph.texture == ASPECIFIC)
         agree += int((labelled & same).sum())
