@@ -30,6 +30,7 @@ from worker.engine.source import iter_pixel_batches, prefetch, resident_batches
 from worker.engine.windows import WindowGrid
 from worker.errors import JobCanceled
 from worker.io.checkpoint import LoadedModel
+from worker.io.processing import StreamedImage
 from worker.params import SegmentParams
 from worker.progress import CancelFn, Progress, ProgressFn
 
@@ -162,7 +163,7 @@ def map_with_retry(map_fn: MapFn, x: torch.Tensor, stats: WindowStats, *, pad: b
 
 
 def run_windows(
-    image: np.ndarray,
+    image: np.ndarray | StreamedImage,
     model: LoadedModel,
     *,
     grid: WindowGrid,

@@ -35,7 +35,7 @@ from worker.io.dicom.segmentation import seg_algorithm
 from worker.io.export import write_outputs, write_summary
 from worker.io.files import current_umask, swap_into_place
 from worker.io.mosaic import Mosaic, VivaBlockLayout, decode_error, input_sha256, open_mosaic
-from worker.io.processing import processing_image
+from worker.io.processing import StreamedImage, stream_processing_image, whole_of
 from worker.params import SegmentParams
 from worker.plan import Plan, plan_for
 from worker.progress import CancelFn, Progress, ProgressFn
@@ -47,7 +47,7 @@ STAGES = ("extract", "h2d", "network", "stitch")
 
 
 def _dense(
-    image: np.ndarray,
+    image: np.ndarray | StreamedImage,
     model: LoadedModel,
     params: SegmentParams,
     stats: WindowStats,
@@ -58,7 +58,7 @@ def _dense(
     if params.cam != "cam":
         raise InvalidParameter("dense mode computes classic CAM only; use --mode exact for ScoreCAM")
     result = dense_heatmap(
-        image,
+        whole_of(image),
         model,
         sigma=params.sigma,
         dtype=PRECISIONS[params.precision],
@@ -73,7 +73,7 @@ def _dense(
 
 
 def heat_of(
-    image: np.ndarray,
+    image: np.ndarray | StreamedImage,
     model: LoadedModel,
     *,
     grid: WindowGrid,
@@ -132,7 +132,7 @@ def segment_mosaic(
         raise InvalidParameter(f"{out_dir}: output folder already exists")
     started = time.perf_counter()
     (progress or (lambda _p: None))(Progress(Stage.READ, 0, 1))
-    mosaic = open_mosaic(source, max_pixels=options.max_pixels, layout=layout)
+    mosaic = open_mosaic(source, max_pixels=options.max_pixels, layout=layout, sequential=True)
     plan = plan_for(params, mosaic.header, model.card)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
@@ -194,7 +194,7 @@ class OpenedMosaic:
 
 def _facts(
     source: OpenedMosaic,
-    image: np.ndarray,
+    image: StreamedImage,
     model: LoadedModel,
     *,
     params: SegmentParams,
@@ -234,25 +234,32 @@ def _segment_into(
 ) -> dict[str, Any]:
     """Every output of one mosaic written into the folder ``tmp``; returns the summary."""
     downsample = source.plan.downsample
-    image = processing_image(
+    image = stream_processing_image(
         source.mosaic, downsample, budget_bytes=options.memory_budget_bytes, workdir=scratch
     )
-    facts = _facts(source, image, model, params=params, options=options, downsample=downsample)
-    timings = {"read_downsample": time.perf_counter() - source.started}
-    (progress or (lambda _p: None))(Progress(Stage.READ, 1, 1))
-    t1 = time.perf_counter()
-    heat, covered, stats = heat_fn(
-        image,
-        model,
-        grid=facts.grid,
-        params=params,
-        options=options,
-        batch_size=facts.batch_size,
-        scratch=scratch,
-        progress=progress,
-        should_cancel=should_cancel,
-    )
-    timings["windows_total"] = time.perf_counter() - t1
+    try:
+        facts = _facts(source, image, model, params=params, options=options, downsample=downsample)
+        (progress or (lambda _p: None))(Progress(Stage.READ, 1, 1))
+        t1 = time.perf_counter()
+        heat, covered, stats = heat_fn(
+            image,
+            model,
+            grid=facts.grid,
+            params=params,
+            options=options,
+            batch_size=facts.batch_size,
+            scratch=scratch,
+            progress=progress,
+            should_cancel=should_cancel,
+        )
+        windows_s = time.perf_counter() - t1
+    finally:
+        image.close()
+    timings = {  # the image was read while the windows ran: its own seconds, and those the windows waited
+        "read_downsample": image.seconds,
+        "read_wait": image.waited,
+        "windows_total": windows_s,
+    }
     del image  # the processing image is not needed for export: free it before the pyramids
     if _large(source.mosaic, source.plan, options):
         release_freed_memory()

@@ -37,6 +37,7 @@ from worker.engine.network_pass import WindowBatch, WindowStats, batch_shapes, r
 from worker.engine.stitch import SumsSink
 from worker.engine.windows import WindowGrid
 from worker.io.checkpoint import LoadedModel
+from worker.io.processing import StreamedImage
 from worker.params import Precision, SegmentParams
 from worker.progress import CancelFn, ProgressFn
 
@@ -177,7 +178,7 @@ class Predictor:
 
     def windows(
         self,
-        image: np.ndarray,
+        image: np.ndarray | StreamedImage,
         *,
         grid: WindowGrid,
         params: SegmentParams,
@@ -202,7 +203,7 @@ class Predictor:
 
     def exact_pass(
         self,
-        image: np.ndarray,
+        image: np.ndarray | StreamedImage,
         *,
         grid: WindowGrid,
         params: SegmentParams,

@@ -1,8 +1,10 @@
-"""Cutting windows out of the processing image, in raster order, on a background thread.
+"""Cutting windows out of the processing image, in raster order.
 
-Each window row is a strided view of one strip of the image; no per-window Python work happens apart from
-the all-zero check that skips windows outside the scanned area. Batches are produced ahead of the device on
-a bounded queue (pinned memory when the device is CUDA) so the network never waits for the producer.
+Each window row is a strided view of one strip of the image; the all-zero windows outside the scanned area
+are found from the strip's non-zero columns, with no per-window Python work. A window row is looked at as
+soon as its rows are in, so a processing image still being read (:class:`StreamedImage`) feeds the network
+from its first strips. On the CPU a background thread cuts batches ahead of the device on a bounded queue;
+on a GPU the rows go up to the device as they are needed and windows are cut there.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 import torch
 
 from worker.engine.windows import WindowGrid
+from worker.io.processing import StreamedImage, rows_of
 
 
 @dataclass(frozen=True)
@@ -62,54 +65,78 @@ def _strip(image: np.ndarray, y: int, window: int, padded_w: int) -> np.ndarray:
     return out
 
 
-def iter_pixel_batches(
-    image: np.ndarray, grid: WindowGrid, batch_size: int, *, pin: bool = False
-) -> Iterator[PixelBatch]:
-    """Batches of non-empty windows of ``image`` (H x W uint8) in raster order."""
+def row_keep(strip: np.ndarray, xs: np.ndarray, window: int) -> np.ndarray:
+    """Which windows of one window row (its ``window`` rows, padded) hold a non-zero pixel: those whose
+    columns include one with a non-zero pixel, from one prefix sum over the strip's columns."""
+    columns = np.concatenate(([0], np.cumsum(strip.any(axis=0), dtype=np.int64)))
+    return cast(np.ndarray, columns[xs + window] > columns[xs])
+
+
+@dataclass(frozen=True)
+class Positions:
+    """One batch's window corners in raster order, and how many all-zero windows were skipped before it."""
+
+    ys: np.ndarray
+    xs: np.ndarray
+    skipped: int
+
+
+def batch_positions(
+    image: np.ndarray | StreamedImage, grid: WindowGrid, batch_size: int
+) -> Iterator[Positions]:
+    """The non-empty windows of ``image``, ``batch_size`` at a time in raster order; each window row is
+    looked at once its rows are in (a streamed image is still being read below it)."""
     s = grid.window
     padded_w = grid.padded_shape[1]
     xs_row = grid.xs
-    buf = np.empty((batch_size, s, s), dtype=np.uint8)
     fill, skipped = 0, 0
     ys_acc: list[np.ndarray] = []
     xs_acc: list[np.ndarray] = []
-    clock = time.perf_counter()
-
-    def emit() -> PixelBatch:
-        pixels = torch.from_numpy(buf[:fill].copy())
-        return PixelBatch(
-            pixels=pixels.pin_memory() if pin else pixels,
-            ys=np.concatenate(ys_acc),
-            xs=np.concatenate(xs_acc),
-            skipped=skipped,
-            seconds=time.perf_counter() - clock,
-        )
-
     for y in grid.ys.tolist():
-        release_rows_above(image, y)
-        views = np.lib.stride_tricks.sliding_window_view(_strip(image, y, s, padded_w), s, axis=1)[:, xs_row]
-        views = views.transpose(1, 0, 2)  # (nx, S, S)
-        keep = views.max(axis=(1, 2)) > 0
+        keep = row_keep(_strip(rows_of(image, y + s), y, s, padded_w), xs_row, s)
         skipped += int((~keep).sum())
         kept_x = xs_row[keep]
-        kept = views[keep] if not keep.all() else views
         start = 0
         while start < len(kept_x):
             take = min(batch_size - fill, len(kept_x) - start)
-            buf[fill : fill + take] = kept[start : start + take]
             ys_acc.append(np.full(take, y, dtype=np.int64))
             xs_acc.append(kept_x[start : start + take])
             fill += take
             start += take
             if fill == batch_size:
-                yield emit()
-                fill, skipped = 0, 0
-                clock = time.perf_counter()
-                ys_acc, xs_acc = [], []
+                yield Positions(np.concatenate(ys_acc), np.concatenate(xs_acc), skipped)
+                fill, skipped, ys_acc, xs_acc = 0, 0, [], []
     if fill or skipped:
-        if not fill:
-            ys_acc, xs_acc = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)]
-        yield emit()
+        empty = [np.zeros(0, dtype=np.int64)]
+        yield Positions(np.concatenate(ys_acc or empty), np.concatenate(xs_acc or empty), skipped)
+
+
+def iter_pixel_batches(
+    image: np.ndarray | StreamedImage, grid: WindowGrid, batch_size: int, *, pin: bool = False
+) -> Iterator[PixelBatch]:
+    """Batches of non-empty windows of ``image`` (H x W uint8) in raster order, cut on the host."""
+    s = grid.window
+    padded_w = grid.padded_shape[1]
+    clock = time.perf_counter()
+    for batch in batch_positions(image, grid, batch_size):
+        array = rows_of(image, 0)
+        pixels = np.empty((len(batch.ys), s, s), dtype=np.uint8)
+        for y in np.unique(batch.ys).tolist():
+            row = batch.ys == y
+            strip = _strip(array, y, s, padded_w)
+            views = np.lib.stride_tricks.sliding_window_view(strip, s, axis=1)  # (S, W - S + 1, S)
+            pixels[row] = views[:, batch.xs[row]].transpose(1, 0, 2)
+        if len(batch.ys):
+            release_rows_above(array, int(batch.ys[-1]))  # later windows start at or below it
+        tensor = torch.from_numpy(pixels)
+        yield PixelBatch(
+            pixels=tensor.pin_memory() if pin else tensor,
+            ys=batch.ys,
+            xs=batch.xs,
+            skipped=batch.skipped,
+            seconds=time.perf_counter() - clock,
+        )
+        clock = time.perf_counter()
 
 
 _DONE = object()
@@ -150,59 +177,38 @@ def prefetch(batches: Iterator[PixelBatch], depth: int = 3) -> Iterator[PixelBat
         thread.join(timeout=5)
 
 
-def upload_image(image: np.ndarray, grid: WindowGrid, device: torch.device) -> torch.Tensor:
-    """The processing image on ``device`` once (uint8), zero-padded to the grid's padded shape."""
-    hp, wp = grid.padded_shape
-    pixels = torch.from_numpy(np.ascontiguousarray(image)).to(device)
-    if pixels.shape != (hp, wp):
-        pixels = torch.nn.functional.pad(pixels, (0, wp - pixels.shape[1], 0, hp - pixels.shape[0]))
-    return pixels
-
-
-def nonempty_windows(pixels: torch.Tensor, grid: WindowGrid) -> np.ndarray:
-    """(rows, cols) of the grid: whether each window holds a non-zero pixel, from one integral image of
-    the non-zero pixels on the device (one transfer back, whatever the window count)."""
-    s = grid.window
-    counts = torch.nn.functional.pad((pixels > 0).to(torch.int32).cumsum(0).cumsum(1), (1, 0, 1, 0))
-    ys = torch.as_tensor(grid.ys, device=pixels.device)[:, None]
-    xs = torch.as_tensor(grid.xs, device=pixels.device)[None, :]
-    inside = counts[ys + s, xs + s] - counts[ys, xs + s] - counts[ys + s, xs] + counts[ys, xs]
-    return cast(np.ndarray, (inside > 0).cpu().numpy())
-
-
 def resident_batches(
-    image: np.ndarray, grid: WindowGrid, batch_size: int, *, device: torch.device
+    image: np.ndarray | StreamedImage, grid: WindowGrid, batch_size: int, *, device: torch.device
 ) -> Iterator[PixelBatch]:
-    """Batches of non-empty windows in raster order, cut on ``device`` from the image uploaded once.
+    """Batches of non-empty windows in raster order, cut on ``device`` from the image uploaded there.
 
-    The windows are a strided view of the image (``as_strided``: one (S, S) view per position, no copy);
-    a batch is one index gather from it. No window passes through the host.
+    Rows go up as the batches need them (a streamed image is still being read below), each once; the
+    windows are a strided view of the device image (``as_strided``: one (S, S) view per position, no
+    copy) and a batch is one index gather from it. No window passes through the host.
     """
     clock = time.perf_counter()
-    pixels = upload_image(image, grid, device)
-    hp, wp = pixels.shape
+    hp, wp = grid.padded_shape
+    h, w = image.shape
     s = grid.window
+    pixels = torch.zeros((hp, wp), dtype=torch.uint8, device=device)
     views = pixels.as_strided((hp - s + 1, wp - s + 1, s, s), (wp, 1, wp, 1))
-    keep = nonempty_windows(pixels, grid).reshape(-1)
-    ys = np.repeat(grid.ys, len(grid.xs))
-    xs = np.tile(grid.xs, len(grid.ys))
-    order = np.flatnonzero(keep)  # raster positions of the kept windows
-    seconds = time.perf_counter() - clock
-    if not len(order):
-        empty = np.zeros(0, dtype=np.int64)
-        yield PixelBatch(pixels[:0, :s, :s], empty, empty, skipped=len(keep), seconds=seconds)
-        return
-    counted = 0  # raster positions whose skips are already reported
-    for start in range(0, len(order), batch_size):
-        clock = time.perf_counter()
-        part = order[start : start + batch_size]
-        last = len(keep) if start + batch_size >= len(order) else int(part[-1]) + 1
-        skipped = (last - counted) - len(part)
-        counted = last
-        index_y = torch.as_tensor(ys[part], device=device)
-        index_x = torch.as_tensor(xs[part], device=device)
-        batch = views[index_y, index_x]
+    uploaded = 0
+    for batch in batch_positions(image, grid, batch_size):
+        if not len(batch.ys):
+            yield PixelBatch(pixels[:0, :s].reshape(0, s, s), batch.ys, batch.xs, batch.skipped)
+            continue
+        needed = min(int(batch.ys[-1]) + s, h)
+        if needed > uploaded:
+            rows = rows_of(image, needed)[uploaded:needed]
+            pixels[uploaded:needed, :w].copy_(torch.from_numpy(np.ascontiguousarray(rows)))
+            uploaded = needed
+        index_y = torch.as_tensor(batch.ys, device=device)
+        index_x = torch.as_tensor(batch.xs, device=device)
         yield PixelBatch(
-            batch, ys[part], xs[part], skipped=skipped, seconds=seconds + time.perf_counter() - clock
+            views[index_y, index_x],
+            batch.ys,
+            batch.xs,
+            skipped=batch.skipped,
+            seconds=time.perf_counter() - clock,
         )
-        seconds = 0.0
+        clock = time.perf_counter()

@@ -243,32 +243,45 @@ def write_outputs(
 
     def report(name: str, seconds: float) -> None:  # on this thread only: progress callbacks need not lock
         timings[name] = seconds
-        if progress is not None:
-            progress(Progress(Stage.EXPORT, len(timings), len(STEPS)))
+        if progress is not None and name in STEPS:
+            progress(Progress(Stage.EXPORT, sum(step in timings for step in STEPS), len(STEPS)))
 
     big = _bigtiff(heat)
     tiff = {"bigtiff": big, **_resolution(pixel_size_um), **TIFF_OPTIONS}
-    derived, regions = _write_layers(
-        out, heat=heat, threshold=threshold, downsample=downsample, tiff=tiff, report=report
-    )
-    report(
-        "heatmap_ome_tif",  # from heatmap.tif once written: the heat is read from disk once more
-        _timed(
-            lambda: write_heatmap_ome(out / HEATMAP_TIFF, out / HEATMAP_OME_TIFF, pixel_size_um, bigtiff=big)
-        ),
-    )
+
+    def heatmap_ome() -> None:  # from heatmap.tif once written: the heat is read from disk once more
+        write_heatmap_ome(out / HEATMAP_TIFF, out / HEATMAP_OME_TIFF, pixel_size_um, bigtiff=big)
+
     dicom: dict[str, str] = {}
-    if algorithm is not None and mosaic.header.format == "dicom":
-        t0 = time.perf_counter()
-        dicom = write_segmentations(
-            out,
-            source_path=mosaic.source,
-            heat=heat,
-            mask=derived.mask,
-            downsample=downsample,
-            algorithm=algorithm,
-        ).files
-        timings["dicom_segmentations"] = time.perf_counter() - t0
+
+    def dicom_segmentations(derived: HeatPass) -> Callable[[], None] | None:
+        if algorithm is None or mosaic.header.format != "dicom":
+            return None
+
+        def write() -> None:
+            dicom.update(
+                write_segmentations(
+                    out,
+                    source_path=mosaic.source,
+                    heat=heat,
+                    mask=derived.mask,
+                    downsample=downsample,
+                    algorithm=algorithm,
+                ).files
+            )
+
+        return write
+
+    derived, regions = _write_layers(
+        out,
+        heat=heat,
+        threshold=threshold,
+        downsample=downsample,
+        tiff=tiff,
+        report=report,
+        heatmap_ome=heatmap_ome,
+        dicom_segmentations=dicom_segmentations,
+    )
     return ExportResult(
         positive_pixels=derived.positive,
         regions=regions,
@@ -286,13 +299,16 @@ def _write_layers(
     downsample: int,
     tiff: dict[str, Any],
     report: Callable[[str, float], None],
+    heatmap_ome: Callable[[], None],
+    dicom_segmentations: Callable[[HeatPass], Callable[[], None] | None],
 ) -> tuple[HeatPass, int]:
-    """heatmap.tif, mask.tif, regions.geojson, the heat pyramid and the histogram from one pass over the
-    heat; returns that pass and the number of regions.
+    """Every file of a result from one pass over the heat; returns that pass and the number of regions.
 
-    The files do not depend on one another, only on the heat and the one pass over it: libvips, zlib and
-    the tracer release the GIL, so they are written side by side (on a shared CPU this changes nothing;
-    on a GPU machine's many cores export takes about as long as its slowest step).
+    heatmap.tif is written from the heat, its OME-TIFF pyramid from it once written; the mask, regions,
+    grey pyramid, histogram and DICOM Segmentations (when ``dicom_segmentations`` gives a step) from the one
+    pass over the heat. Steps that do not depend on one another run side by side: libvips, zlib, the
+    tracer and the DICOM encoder release the GIL, so on a GPU machine's many cores export takes about as
+    long as its longest chain (on a shared CPU this changes little).
     """
     regions: list[int] = []
 
@@ -310,12 +326,22 @@ def _write_layers(
     def heat_dzi() -> None:
         dzsave(_from_memory(derived.grey), out / HEAT_LAYER, HEAT_SUFFIX)
 
-    with ThreadPoolExecutor(max_workers=4, thread_name_prefix="export") as pool:
-        running = {pool.submit(_timed, heatmap_tif): "heatmap_tif"}
+    with ThreadPoolExecutor(max_workers=6, thread_name_prefix="export") as pool:
+        tif = pool.submit(_timed, heatmap_tif)
+
+        def ome_after_tif() -> float:
+            tif.result()  # heatmap.tif first: the pyramid is read from it
+            return _timed(heatmap_ome)
+
+        running = {tif: "heatmap_tif", pool.submit(ome_after_tif): "heatmap_ome_tif"}
         t0 = time.perf_counter()
         derived = heat_pass(heat, threshold)
         report("heat_pass", time.perf_counter() - t0)
-        for step, name in ((mask_tif, "mask_tif"), (regions_file, "regions"), (heat_dzi, "heat_dzi")):
+        steps = [(mask_tif, "mask_tif"), (regions_file, "regions"), (heat_dzi, "heat_dzi")]
+        segmentations = dicom_segmentations(derived)
+        if segmentations is not None:
+            steps.append((segmentations, "dicom_segmentations"))
+        for step, name in steps:
             running[pool.submit(_timed, step)] = name
         t0 = time.perf_counter()
         counts = [int(c) for c in derived.counts]

@@ -274,8 +274,13 @@ def _vivablock_array(
     return out
 
 
-def open_mosaic(path: Path, *, max_pixels: int, layout: VivaBlockLayout | None = None) -> Mosaic:
-    """Open any supported mosaic as an 8-bit one-band image; header problems fail before decoding."""
+def open_mosaic(
+    path: Path, *, max_pixels: int, layout: VivaBlockLayout | None = None, sequential: bool = False
+) -> Mosaic:
+    """Open any supported mosaic as an 8-bit one-band image; header problems fail before decoding.
+
+    ``sequential`` opens a libvips-read file for reading once from top to bottom (a PNG or JPEG is then
+    decoded strip by strip as it is read, instead of whole at the first pixel asked for)."""
     path = Path(path)
     layout = layout or VivaBlockLayout()
     header = probe(path, max_pixels=max_pixels, layout=layout)
@@ -301,7 +306,7 @@ def open_mosaic(path: Path, *, max_pixels: int, layout: VivaBlockLayout | None =
         notes.extend(info.notes)
         image = _to_grey8(dicom_image(info), notes)
     else:
-        image = _to_grey8(_vips_open(path, sequential=False), notes)
+        image = _to_grey8(_vips_open(path, sequential=sequential), notes)
     return Mosaic(image=image.copy(interpretation="b-w"), header=header, source=path, notes=notes)
 
 

@@ -199,3 +199,36 @@ def test_disk_backed_run_equals_in_memory_run(tmp_path: Path, tiny_model_dir: Pa
         b = pyvips.Image.new_from_file(str(tmp_path / "disk" / name)).numpy()
         np.testing.assert_array_equal(a, b)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("rcmseg-")]  # scratch removed
+
+
+def test_a_job_stopped_while_reading_leaves_no_reader_and_no_result(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    """The processing image is read beside the windows: a job canceled after its first batch, and a job on a
+    file cut short, stop the reader and leave no output folder; a whole job reports the read's seconds."""
+    import threading
+
+    from worker.errors import JobCanceled, UnreadableMosaic
+
+    src = tmp_path / "m.png"
+    pyvips.Image.new_from_array(tissue(900, 400, seed=7)).pngsave(str(src))
+    model = load_model(tiny_model_dir)
+    params = SegmentParams(step=16, downsample=1)
+    asked: list[int] = []
+
+    def cancel_after_first_batch() -> bool:
+        asked.append(1)
+        return len(asked) > 1
+
+    with pytest.raises(JobCanceled):
+        segment_mosaic(
+            src, model, tmp_path / "canceled", params=params, should_cancel=cancel_after_first_batch
+        )
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(src.read_bytes()[: src.stat().st_size * 2 // 3])
+    with pytest.raises(UnreadableMosaic, match="damaged or truncated"):
+        segment_mosaic(cut, model, tmp_path / "cut", params=params)
+    assert not [t for t in threading.enumerate() if t.name == "image-reader"]
+    assert not (tmp_path / "canceled").exists() and not (tmp_path / "cut").exists()
+    timings = segment_mosaic(src, model, tmp_path / "whole", params=params)["timings_s"]
+    assert timings["read_downsample"] > 0 and 0 <= timings["read_wait"] <= timings["total"]
