@@ -131,6 +131,17 @@ def export_report(timings: dict[str, float], pyramids: dict[str, float]) -> dict
     }
 
 
+def read_report(timings: dict[str, float]) -> dict[str, float]:
+    """The read beside the windows: the reader's seconds, those the windows waited for it, and the share
+    of the read they did not wait for (1 when reading is wholly hidden behind the network)."""
+    read, waited = float(timings["read_downsample"]), float(timings["read_wait"])
+    return {
+        "read_s": round(read, 6),
+        "waited_s": round(waited, 6),
+        "hidden": round(max(0.0, 1.0 - waited / read), 3) if read > 0 else 1.0,
+    }
+
+
 def run_bench(model: LoadedModel, config: BenchConfig, *, workdir: Path | None = None) -> dict[str, Any]:
     """Generate the mosaic, then (after a small warm-up) time the bare network and the engine alternately
     ``config.rounds`` times; the ratio is of the fastest of each."""
@@ -195,6 +206,7 @@ def run_bench(model: LoadedModel, config: BenchConfig, *, workdir: Path | None =
             "engine_windows_per_s": [round(computed / w, 2) for w in walls],
         },
         "engine_to_network": round(engine_rate / network_rate, 3),
+        "read": read_report(summary["timings_s"]),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "export": export_report(summary["timings_s"], pyramids),
     }
@@ -244,6 +256,7 @@ def table(result: dict[str, Any]) -> str:
         ("engine windows/s", f"{result['engine_windows_per_s']:.1f}"),
         ("bare network windows/s", f"{result['network_windows_per_s']:.1f}"),
         ("engine / network", f"{result['engine_to_network']:.3f}"),
+        ("read s (waited s, hidden)", "{read_s:.3f} ({waited_s:.3f}, {hidden:.2f})".format(**result["read"])),
         ("peak RSS MiB", f"{result['peak_rss_mib']:.0f}"),
     ]
     if "peak_gpu_mib" in result:
