@@ -109,6 +109,7 @@ def run_cold_start(device_name: str, model_dir: Path, *, quick: bool, workdir: P
                     "mosaic": f"{side} x {side}",
                     "wall_s": round(wall, 3),
                     "read_s": round(timings["read_downsample"], 3),
+                    "read_wait_s": round(timings["read_wait"], 3),
                     "windows_total_s": round(timings["windows_total"], 3),
                     "network_s": round(timings["network"], 3),
                     "export_s": round(timings["export_total"], 3),

@@ -74,7 +74,7 @@ def _heat_image(heat: np.ndarray) -> pyvips.Image:
     whatever the mosaic size.
     """
     h, w = heat.shape
-    if not (isinstance(heat, np.memmap) and heat.filename is not None and heat.offset == 0):
+    if not _disk_backed(heat):
         return pyvips.Image.new_from_memory(np.ascontiguousarray(heat).data, w, h, 1, "float")
     raw = Path(heat.filename)
     chunks = []
@@ -85,6 +85,10 @@ def _heat_image(heat: np.ndarray) -> pyvips.Image:
         part.tiffsave(str(path), tile=True, compression="none")
         chunks.append(pyvips.Image.new_from_file(str(path)))
     return pyvips.Image.arrayjoin(chunks, across=1).crop(0, 0, w, h)  # arrayjoin pads cells to one size
+
+
+def _disk_backed(heat: np.ndarray) -> bool:
+    return isinstance(heat, np.memmap) and heat.filename is not None and heat.offset == 0
 
 
 def _bigtiff(heat: np.ndarray) -> bool:
@@ -112,10 +116,12 @@ OME_XML = """<?xml version="1.0" encoding="UTF-8"?>
 """The OME-XML of the heat: one float channel, its physical pixel size where known."""
 
 
-def write_heatmap_ome(heatmap_tif: Path, out: Path, pixel_size_um: float | None, *, bigtiff: bool) -> None:
-    """The heat of ``heatmap_tif`` as a pyramidal OME-TIFF (reduced levels in SubIFDs, as QuPath, napari
-    and Bio-Formats read them), with its physical pixel size."""
-    img = pyvips.Image.new_from_file(str(heatmap_tif))
+def write_heatmap_ome(
+    heat: pyvips.Image | Path, out: Path, pixel_size_um: float | None, *, bigtiff: bool
+) -> None:
+    """The heat (an image, or the file heatmap.tif) as a pyramidal OME-TIFF (reduced levels in SubIFDs, as
+    QuPath, napari and Bio-Formats read them), with its physical pixel size."""
+    img = pyvips.Image.new_from_file(str(heat)) if isinstance(heat, Path) else heat
     physical = (
         f' PhysicalSizeX="{pixel_size_um:.10g}" PhysicalSizeXUnit="µm"'
         f' PhysicalSizeY="{pixel_size_um:.10g}" PhysicalSizeYUnit="µm"'
@@ -249,8 +255,9 @@ def write_outputs(
     big = _bigtiff(heat)
     tiff = {"bigtiff": big, **_resolution(pixel_size_um), **TIFF_OPTIONS}
 
-    def heatmap_ome() -> None:  # from heatmap.tif once written: the heat is read from disk once more
-        write_heatmap_ome(out / HEATMAP_TIFF, out / HEATMAP_OME_TIFF, pixel_size_um, bigtiff=big)
+    def heatmap_ome() -> None:  # from memory, or from heatmap.tif once written for a disk-backed heat
+        source = out / HEATMAP_TIFF if _disk_backed(heat) else _heat_image(heat)
+        write_heatmap_ome(source, out / HEATMAP_OME_TIFF, pixel_size_um, bigtiff=big)
 
     dicom: dict[str, str] = {}
 
@@ -304,7 +311,8 @@ def _write_layers(
 ) -> tuple[HeatPass, int]:
     """Every file of a result from one pass over the heat; returns that pass and the number of regions.
 
-    heatmap.tif is written from the heat, its OME-TIFF pyramid from it once written; the mask, regions,
+    heatmap.tif and its OME-TIFF pyramid are written from the heat (a disk-backed heat's pyramid from
+    heatmap.tif once written, so the heat is read in one chunk at a time); the mask, regions,
     grey pyramid, histogram and DICOM Segmentations (when ``dicom_segmentations`` gives a step) from the one
     pass over the heat. Steps that do not depend on one another run side by side: libvips, zlib, the
     tracer and the DICOM encoder release the GIL, so on a GPU machine's many cores export takes about as
@@ -330,7 +338,8 @@ def _write_layers(
         tif = pool.submit(_timed, heatmap_tif)
 
         def ome_after_tif() -> float:
-            tif.result()  # heatmap.tif first: the pyramid is read from it
+            if _disk_backed(heat):
+                tif.result()  # heatmap.tif first: the pyramid is read from it
             return _timed(heatmap_ome)
 
         running = {tif: "heatmap_tif", pool.submit(ome_after_tif): "heatmap_ome_tif"}

@@ -194,10 +194,13 @@ def test_disk_backed_run_equals_in_memory_run(tmp_path: Path, tiny_model_dir: Pa
         )
     finally:
         export.CHUNK_ROWS = chunk
-    for name in ("heatmap.tif", "mask.tif"):
+    for name in ("heatmap.tif", "mask.tif", "heatmap.ome.tif"):
         a = pyvips.Image.new_from_file(str(tmp_path / "mem" / name)).numpy()
         b = pyvips.Image.new_from_file(str(tmp_path / "disk" / name)).numpy()
         np.testing.assert_array_equal(a, b)
+    # the OME-TIFF's base level is the heat itself (written from memory, or from heatmap.tif on disk)
+    heat = pyvips.Image.new_from_file(str(tmp_path / "mem" / "heatmap.tif")).numpy()
+    np.testing.assert_array_equal(heat, a)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("rcmseg-")]  # scratch removed
 
 
