@@ -71,6 +71,7 @@ def plan(args: argparse.Namespace) -> list[Step]:
     threads = [] if args.threads is None else ["--threads", str(args.threads)]
     rcmseg = ["rcmseg"]
     grid = ["--steps", "25", "50", "100"]  # sigmas: the evaluate default, none and 1, 2.5, 5 ... 10
+    cams = ["--cams", *args.cams, *(SCORECAM_OPTIONS if "scorecam" in args.cams else ())]
     return [
         Step(
             "phantoms",
@@ -166,11 +167,8 @@ def plan(args: argparse.Namespace) -> list[Step]:
                 "val",
                 "--out",
                 str(root / "eval-val"),
-                "--cams",
-                "cam",
-                "scorecam",
+                *cams,
                 *grid,
-                *SCORECAM_OPTIONS,
                 "--bootstrap",
                 "200",
                 "--no-panels",
@@ -194,13 +192,10 @@ def plan(args: argparse.Namespace) -> list[Step]:
                 "test",
                 "--out",
                 str(root / "eval-test"),
-                "--cams",
-                "cam",
-                "scorecam",
+                *cams,
                 *grid,
                 "--mode",
                 "both",
-                *SCORECAM_OPTIONS,
                 "--bootstrap",
                 "1000",
                 "--choose-defaults",
@@ -330,6 +325,13 @@ def estimate(args: argparse.Namespace) -> list[tuple[str, float, str]]:
     return rows
 
 
+def rerun_command(args: argparse.Namespace) -> list[str]:
+    """The command line that reruns this protocol, as the generated page quotes it."""
+    cams = ["--cams", *args.cams] if args.cams != ["cam", "scorecam"] else []
+    module = ["python", "-m", "worker.evaluation.full_protocol"]
+    return [*module, "--root", str(args.root), "--difficulty", args.difficulty, *cams]
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="The paper's whole protocol for the demo model (module doc).")
     p.add_argument("--root", type=Path, default=Path("data/protocol"), help="working folder (data/protocol)")
@@ -338,6 +340,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     p.add_argument("--workers", type=int, default=2, help="phantom and data-loading processes (2)")
     p.add_argument("--epochs", type=int, default=8, help="training epochs (8, as the shipped model)")
+    p.add_argument(
+        "--cams",
+        nargs="+",
+        choices=("cam", "scorecam"),
+        default=["cam", "scorecam"],
+        help="the sweeps' CAM methods (both; the card's defaults come from the CAM rows either way)",
+    )
     p.add_argument("--doc", type=Path, default=DOC, help="benchmark page to write (docs/results/...)")
     p.add_argument(
         "--install", action="store_true", help=f"copy the new model over {SHIPPED.relative_to(REPO)}"
@@ -374,8 +383,7 @@ def main(argv: list[str] | None = None) -> int:
 
     page = benchmark_markdown(
         args.root,
-        command=f"python -m worker.evaluation.full_protocol --root {args.root} "
-        f"--difficulty {args.difficulty}",
+        command=shlex.join(rerun_command(args)),
         difficulty=args.difficulty,
     )
     args.doc.write_text(page, encoding="utf-8")

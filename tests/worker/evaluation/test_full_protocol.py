@@ -38,6 +38,12 @@ def test_every_step_is_a_command_rcmseg_accepts_and_the_sweep_is_the_paper_s(
     printed = capsys.readouterr().out
     assert "rcmseg evaluate" in printed and "--steps 25 50 100" in printed
     assert not (tmp_path / "p").exists()  # a dry run writes nothing
+    cam_only = full_protocol.build_parser().parse_args([*argv, "--cams", "cam"])
+    for step in plan(cam_only)[3:]:  # the CAM rows alone, which the card's rule chooses from
+        sweep = parser.parse_args(step.argv[1:])
+        assert sweep.cams == ["cam"] and sweep.scorecam_top_k is None, step.name
+    assert full_protocol.rerun_command(cam_only)[-2:] == ["--cams", "cam"]
+    assert "--cams" not in full_protocol.rerun_command(full_protocol.build_parser().parse_args(argv))
 
 
 def test_a_training_step_is_done_only_when_the_card_holds_test_metrics(tmp_path: Path) -> None:
