@@ -16,7 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 import pyvips
@@ -76,7 +76,7 @@ def _heat_image(heat: np.ndarray) -> pyvips.Image:
     h, w = heat.shape
     if not _disk_backed(heat):
         return pyvips.Image.new_from_memory(np.ascontiguousarray(heat).data, w, h, 1, "float")
-    raw = Path(heat.filename)
+    raw = Path(str(heat.filename))
     chunks = []
     for y in range(0, h, CHUNK_ROWS):
         rows = min(CHUNK_ROWS, h - y)
@@ -87,7 +87,8 @@ def _heat_image(heat: np.ndarray) -> pyvips.Image:
     return pyvips.Image.arrayjoin(chunks, across=1).crop(0, 0, w, h)  # arrayjoin pads cells to one size
 
 
-def _disk_backed(heat: np.ndarray) -> bool:
+def _disk_backed(heat: np.ndarray) -> TypeGuard[np.memmap[Any, Any]]:
+    """Whether the heat is a raw float32 file mapped whole (the sink's disk-backed heatmap)."""
     return isinstance(heat, np.memmap) and heat.filename is not None and heat.offset == 0
 
 
