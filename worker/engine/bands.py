@@ -44,6 +44,7 @@ from worker.engine.stitch import ArraySums, heat_from_sums
 from worker.engine.windows import WindowGrid
 from worker.errors import BandMismatch
 from worker.io.checkpoint import LoadedModel
+from worker.io.processing import StreamedImage, whole_of
 from worker.params import SegmentParams
 from worker.progress import CancelFn, ProgressFn
 
@@ -295,7 +296,7 @@ def merged_stats(counts: list[dict[str, Any]], params: SegmentParams) -> WindowS
 def merge_bands(
     folder: Path,
     parallel: int,
-    image: np.ndarray,
+    image: np.ndarray | StreamedImage,
     model: LoadedModel,
     params: SegmentParams,
     *,
@@ -310,8 +311,8 @@ def merge_bands(
     counts = [_check_record(folder, band, owner) for band in planned]
     stats = merged_stats(counts, params)
     t0 = time.perf_counter()
-    if params.mode == "dense":
-        padded = pad_to_cells(image, model.card.window)
+    if params.mode == "dense":  # the windows' probabilities come from the pixels: all of them
+        padded = pad_to_cells(whole_of(image), model.card.window)
         cam = torch.zeros((padded.shape[0] // STRIDE, padded.shape[1] // STRIDE), dtype=torch.float32)
         for band in planned:
             (cells,) = _band_arrays(folder, band, owner, ("cam",))
