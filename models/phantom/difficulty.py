@@ -72,11 +72,13 @@ class Difficulty:
 
 PRESETS: dict[str, Difficulty] = {
     "default": Difficulty(),
+    "moderate": Difficulty(contrast=0.8, overlap=0.25, mimics=0.25, noise=0.2, boundary_um=15.0),
     "hard": Difficulty(contrast=0.6, overlap=0.5, mimics=0.5, noise=0.4, boundary_um=30.0),
     "harder": Difficulty(contrast=0.45, overlap=0.8, mimics=0.8, noise=0.7, boundary_um=50.0),
 }
-"""Named settings. ``hard`` is the first candidate for a held-out patch AUC near the paper's 0.947 and
-``harder`` a step beyond; which one lands there is measured by training on them (docs/phantom.md)."""
+"""Named settings. ``moderate`` is the demo model's: trained on it with the CPU schedule it reaches a held-out
+patch AUC of 0.971 (the paper: 0.947); on ``hard`` and ``harder`` that schedule does not learn (test AUC
+about 0.5), and they are kept for longer schedules (docs/phantom.md)."""
 
 
 def parse_difficulty(text: str) -> Difficulty:
