@@ -147,20 +147,24 @@ def prefetch(batches: Iterator[PixelBatch], depth: int = 3) -> Iterator[PixelBat
     q: queue.Queue[object] = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
+    def put(item: object) -> bool:
+        """Hand ``item`` over unless the consumer has gone (then nobody would take it)."""
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def produce() -> None:
         try:
             for item in batches:
-                while not stop.is_set():
-                    try:
-                        q.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not put(item):
                     return
-            q.put(_DONE)
+            put(_DONE)
         except BaseException as exc:  # handed to the consumer, re-raised there
-            q.put(exc)
+            put(exc)
 
     thread = threading.Thread(target=produce, name="window-producer", daemon=True)
     thread.start()

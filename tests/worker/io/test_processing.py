@@ -4,7 +4,7 @@ strips while later ones are still being read, a damaged file's error raised wher
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -14,10 +14,10 @@ import torch
 
 from worker.engine.source import iter_pixel_batches, resident_batches, row_keep
 from worker.engine.windows import WindowGrid
-from worker.errors import UnreadableMosaic
+from worker.errors import ExportFailed, UnreadableMosaic
 from worker.io import processing
 from worker.io.mosaic import Mosaic, open_mosaic
-from worker.io.processing import StreamedImage, processing_image, stream_processing_image
+from worker.io.processing import ReadStopped, StreamedImage, processing_image, stream_processing_image
 
 LIMIT = 10**8
 
@@ -137,3 +137,41 @@ def test_the_column_test_finds_exactly_the_windows_with_a_nonzero_pixel() -> Non
         xs = np.arange(0, 300 - 32 + 1, 7)
         brute = np.array([strip[:, x : x + 32].max() > 0 for x in xs])
         np.testing.assert_array_equal(row_keep(strip, xs, 32), brute)
+
+
+def test_closing_wakes_a_caller_still_waiting_for_rows(gated: tuple[StreamedImage, threading.Event]) -> None:
+    """A job stopped while the window cutter waits for rows (a cancel, a network error) closes the image:
+    the waiting call ends with ReadStopped instead of waiting for good."""
+    streamed, gate = gated
+    outcome: list[BaseException | np.ndarray] = []
+
+    def wait_for_all() -> None:
+        try:
+            outcome.append(streamed.whole())
+        except BaseException as exc:
+            outcome.append(exc)
+
+    waiter = threading.Thread(target=wait_for_all)
+    waiter.start()
+    closer = threading.Thread(target=streamed.close)
+    closer.start()  # the reader is held at the gate: close() waits for it to finish its strip
+    gate.set()
+    closer.join(timeout=60)
+    waiter.join(timeout=60)
+    assert not closer.is_alive() and not waiter.is_alive()
+    assert len(outcome) == 1 and isinstance(outcome[0], ReadStopped), outcome
+    assert "closed before row 600" in str(outcome[0])
+
+
+def test_a_processing_image_that_does_not_fit_the_disk_fails_before_reading(
+    small_disk: Callable[[int], Path], tmp_path: Path
+) -> None:
+    """The raw file's space is taken first: a full scratch disk is an error naming the lack of space, not a
+    bus error on a page of a mapping halfway through the windows."""
+    path = _mosaic_png(tmp_path / "m.png", 1500, 1500)
+    scratch = small_disk(1024**2)
+    mosaic = open_mosaic(path, max_pixels=LIMIT, sequential=True)
+    with pytest.raises(ExportFailed, match="not enough space") as info:
+        stream_processing_image(mosaic, 1, budget_bytes=1, workdir=scratch)
+    assert str(scratch) not in str(info.value)
+    assert not [t for t in threading.enumerate() if t.name == "image-reader"]
