@@ -4,13 +4,14 @@
         --mosaics data/protocol/phantoms --split test --out data/precision [--step 100] [--sigma 80] \
         [--device cpu|cuda] [--json out.json]
 
-``rcmseg evaluate`` runs once per precision (fp32, bf16, fp16) on the same mosaics, with one CAM row (the
-model card's defaults unless ``--step``/``--sigma`` say otherwise) and no bootstrap, each into
-``OUT/<precision>`` (a finished one is reused, an unfinished one resumed). Reported per precision: the
-pooled pixel AUC, the best Dice and its threshold, the Dice at the card's threshold, and the seconds; and
-for bf16 and fp16 their differences from fp32, unrounded. Phantoms with aspecific tissue are what make this
-mean something: on a mosaic without it every window's probability is near 0 and no difference can show.
-Prints one JSON object.
+``rcmseg evaluate`` runs once per precision (fp32 and ``--precisions``: bf16, fp16) on the same mosaics,
+with one CAM row (the model card's defaults unless ``--step``/``--sigma`` say otherwise) and no bootstrap,
+each into ``OUT/<precision>`` (a finished one is reused, an unfinished one resumed).
+
+Reported per precision: the pooled pixel AUC, the best Dice and its threshold, the Dice at the card's
+threshold and the seconds; for each reduced precision, its differences from fp32, unrounded. Phantoms with
+aspecific tissue are what make this mean something: on a mosaic without it every window's probability is
+near 0 and no difference can show. Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -38,6 +39,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--step", type=int, default=None, help="px (default: the card's)")
     parser.add_argument("--sigma", type=float, default=None, help="px (default: the card's)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument(
+        "--precisions", nargs="+", choices=PRECISIONS[1:], default=list(PRECISIONS[1:]),
+        help="the reduced precisions to compare with fp32 (bf16 fp16)",
+    )  # fmt: skip
     common.add_json_option(parser)
     return parser.parse_args()
 
@@ -66,7 +71,7 @@ def main() -> int:
     stride = output_stride(model)  # evaluate takes sigmas in units of the output stride
     sigma_units = "none" if sigma == "none" else f"{float(sigma) / stride:g}"
     results: dict[str, Any] = {}
-    for precision in PRECISIONS:
+    for precision in ("fp32", *args.precisions):
         out = args.out / precision
         argv = [
             sys.executable, "-m", "app.cli", "evaluate", "--model", str(args.model),
@@ -94,7 +99,7 @@ def main() -> int:
         "precisions": results,
         "against_fp32": {
             p: {k: results[p][k] - base[k] for k in ("auc", "best_dice", "dice_at_card_threshold")}
-            for p in PRECISIONS[1:]
+            for p in args.precisions
         },
     }
     common.write_result(result, args.json, benchmark="precision-eval", device=args.device)
