@@ -65,9 +65,10 @@ def test_a_truncated_png_fails_where_its_rows_are_asked_for(tmp_path: Path) -> N
 class GatedRegion:
     """A libvips region whose strips below ``open_rows`` wait for ``gate``: the reader is held there."""
 
-    def __init__(self, region: pyvips.Region, gate: threading.Event, open_rows: int) -> None:
-        self.region, self.gate, self.open_rows = region, gate, open_rows
-        self.held = threading.Event()
+    def __init__(
+        self, region: pyvips.Region, gate: threading.Event, open_rows: int, held: threading.Event
+    ) -> None:
+        self.region, self.gate, self.open_rows, self.held = region, gate, open_rows, held
 
     def fetch(self, left: int, top: int, width: int, height: int) -> bytes:
         if top + height > self.open_rows:
@@ -77,14 +78,17 @@ class GatedRegion:
 
 
 @pytest.fixture
-def gated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[tuple[StreamedImage, threading.Event]]:
-    """A 600 x 400 processing image whose reader stops after its first 256 rows until the gate opens."""
-    gate = threading.Event()
+def gated(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Iterator[tuple[StreamedImage, threading.Event, threading.Event]]:
+    """A 600 x 400 processing image whose reader stops after its first 256 rows until the gate opens; the
+    image, the gate, and the event set once the reader is held there."""
+    gate, held = threading.Event(), threading.Event()
     regions: list[GatedRegion] = []
     region_of = pyvips.Region.new
 
     def new(image: pyvips.Image) -> GatedRegion:
-        regions.append(GatedRegion(region_of(image), gate, open_rows=256))
+        regions.append(GatedRegion(region_of(image), gate, open_rows=256, held=held))
         return regions[-1]
 
     pixels = np.random.default_rng(1).integers(1, 255, (600, 400), dtype=np.uint8)
@@ -92,20 +96,20 @@ def gated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[tuple[Str
     monkeypatch.setattr(processing.pyvips.Region, "new", staticmethod(new))
     streamed = stream_processing_image(mosaic, 1, budget_bytes=LIMIT, workdir=tmp_path)
     try:
-        yield streamed, gate
+        yield streamed, gate, held
     finally:
         gate.set()
         streamed.close()
-    assert regions and regions[0].held.is_set()
+    assert len(regions) == 1 and held.is_set()
 
 
 @pytest.mark.parametrize("cut", ["host", "device"])
 def test_windows_are_cut_from_the_first_strips_while_the_rest_is_read(
-    gated: tuple[StreamedImage, threading.Event], cut: str
+    gated: tuple[StreamedImage, threading.Event, threading.Event], cut: str
 ) -> None:
     """The first window row's batch comes out while the reader is held below row 256; opening the gate
     lets the rest through, and every batch equals the one cut from the whole image."""
-    streamed, gate = gated
+    streamed, gate, _ = gated
     grid = WindowGrid(height=600, width=400, window=256, step=64)
 
     def batches(image: np.ndarray | StreamedImage) -> Iterator[object]:
@@ -139,10 +143,13 @@ def test_the_column_test_finds_exactly_the_windows_with_a_nonzero_pixel() -> Non
         np.testing.assert_array_equal(row_keep(strip, xs, 32), brute)
 
 
-def test_closing_wakes_a_caller_still_waiting_for_rows(gated: tuple[StreamedImage, threading.Event]) -> None:
+def test_closing_wakes_a_caller_still_waiting_for_rows(
+    gated: tuple[StreamedImage, threading.Event, threading.Event],
+) -> None:
     """A job stopped while the window cutter waits for rows (a cancel, a network error) closes the image:
     the waiting call ends with ReadStopped instead of waiting for good."""
-    streamed, gate = gated
+    streamed, gate, held = gated
+    assert held.wait(timeout=60)  # the reader is at the gate, below row 256
     outcome: list[BaseException | np.ndarray] = []
 
     def wait_for_all() -> None:
