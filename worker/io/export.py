@@ -262,23 +262,17 @@ def write_outputs(
 
     dicom: dict[str, str] = {}
 
-    def dicom_segmentations(derived: HeatPass) -> Callable[[], None] | None:
-        if algorithm is None or mosaic.header.format != "dicom":
-            return None
-
-        def write() -> None:
-            dicom.update(
-                write_segmentations(
-                    out,
-                    source_path=mosaic.source,
-                    heat=heat,
-                    mask=derived.mask,
-                    downsample=downsample,
-                    algorithm=algorithm,
-                ).files
-            )
-
-        return write
+    def dicom_segmentations(derived: HeatPass) -> None:
+        assert algorithm is not None
+        written = write_segmentations(
+            out,
+            source_path=mosaic.source,
+            heat=heat,
+            mask=derived.mask,
+            downsample=downsample,
+            algorithm=algorithm,
+        )
+        dicom.update(written.files)
 
     derived, regions = _write_layers(
         out,
@@ -288,7 +282,9 @@ def write_outputs(
         tiff=tiff,
         report=report,
         heatmap_ome=heatmap_ome,
-        dicom_segmentations=dicom_segmentations,
+        dicom_segmentations=(
+            dicom_segmentations if algorithm is not None and mosaic.header.format == "dicom" else None
+        ),
     )
     return ExportResult(
         positive_pixels=derived.positive,
@@ -308,13 +304,13 @@ def _write_layers(
     tiff: dict[str, Any],
     report: Callable[[str, float], None],
     heatmap_ome: Callable[[], None],
-    dicom_segmentations: Callable[[HeatPass], Callable[[], None] | None],
+    dicom_segmentations: Callable[[HeatPass], None] | None,
 ) -> tuple[HeatPass, int]:
     """Every file of a result from one pass over the heat; returns that pass and the number of regions.
 
     heatmap.tif and its OME-TIFF pyramid are written from the heat (a disk-backed heat's pyramid from
     heatmap.tif once written, so the heat is read in one chunk at a time); the mask, regions,
-    grey pyramid, histogram and DICOM Segmentations (when ``dicom_segmentations`` gives a step) from the one
+    grey pyramid, histogram and DICOM Segmentations (for a ``dicom_segmentations`` step) from the one
     pass over the heat. Steps that do not depend on one another run side by side: libvips, zlib, the
     tracer and the DICOM encoder release the GIL, so on a GPU machine's many cores export takes about as
     long as its longest chain (on a shared CPU this changes little).
@@ -348,9 +344,8 @@ def _write_layers(
         derived = heat_pass(heat, threshold)
         report("heat_pass", time.perf_counter() - t0)
         steps = [(mask_tif, "mask_tif"), (regions_file, "regions"), (heat_dzi, "heat_dzi")]
-        segmentations = dicom_segmentations(derived)
-        if segmentations is not None:
-            steps.append((segmentations, "dicom_segmentations"))
+        if dicom_segmentations is not None:
+            steps.append((lambda: dicom_segmentations(derived), "dicom_segmentations"))
         for step, name in steps:
             running[pool.submit(_timed, step)] = name
         t0 = time.perf_counter()
