@@ -4,9 +4,8 @@
         [--split test] [--max-mosaics 2] [--sigmas none 5] [--threads 1] [--json out.json]
 
 For each mosaic of the split, the exact heat maps (windows every 32 px, ``rcmseg segment --step 32``) and
-the dense ones (``--mode dense``: window probabilities from isolated crops every 64 px, the default, or
-every 128 px, or from the dense features' own logits as before) are computed for every sigma (in units of
-the output stride); reported per sigma: pooled pixel AUC and best Dice of each, their differences from
+the dense ones (``--mode dense``: see ``VARIANTS``) are computed for every sigma (in units of the output
+stride); reported per sigma: pooled pixel AUC and best Dice of each, their differences from
 exact, the largest and mean absolute heat map difference, and the time of each (one pass serves every sigma
 in every mode) with the speed ratios.
 """
@@ -42,9 +41,12 @@ from worker.params import SegmentParams
 
 VARIANTS = {
     "dense": DenseOptions(),
-    "dense_crops_128": DenseOptions(prob_step=128),
+    "dense_crops_128": DenseOptions(prob_step=128, prob_offset=False),
+    "dense_before": DenseOptions(tile_cells=32, prob_step=64, prob_offset=False),
     "dense_feature_logits": DenseOptions(prob_step=None),
 }
+"""The default (48-cell tiles, the crops' corrections every 128 px, interpolated), the crops' own logits
+every 128 px, the default before (32-cell tiles, the crops' logits every 64 px), no crops."""
 MODES = ("exact", *VARIANTS)
 SPEED_STEP = 25
 """The exact step dense mode's speed target is measured against (timed, one sigma)."""
@@ -81,7 +83,7 @@ def dense_heats(
         padded,
         model,
         image.shape,
-        prob_step=options.prob_step,
+        options=options,
         batch_size=default_batch_size(torch.device("cpu"), model.card.window),
     )
     return [windows.heat(sigma) for sigma in sigmas]

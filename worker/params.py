@@ -22,7 +22,9 @@ from models.method import PLAIN_AVERAGING, CamMethod, Sigma, Step, Threshold
 
 __all__ = [
     "DEFAULT_INPUT_PIXEL_SIZE_UM",
+    "DENSE_IDENTITY",
     "DENSE_PROB_STEP",
+    "DENSE_TILE_CELLS",
     "MAX_DOWNSAMPLE",
     "MAX_PARALLEL",
     "METHOD_FIELDS",
@@ -38,9 +40,18 @@ __all__ = [
 
 Precision = Literal["fp32", "bf16", "fp16"]
 
-DENSE_PROB_STEP: Final = 64
-"""Dense mode: the step in pixels of the isolated window crops whose logits, interpolated, give every
-window's probability (:mod:`worker.engine.dense_tiles`). Part of a dense result's identity."""
+DENSE_TILE_CELLS: Final = 48
+"""Dense mode: the core of a tile in cells of the output stride (48 x 32 px; with its halo, 2048 px): a
+phantom of 1750 px is one tile, a 12k mosaic's processing image four (:mod:`worker.engine.dense_tiles`)."""
+DENSE_PROB_STEP: Final = 128
+"""Dense mode: the step in pixels of the isolated window crops whose logits correct the dense logits; the
+correction, interpolated, gives every window's probability (:mod:`worker.engine.dense_tiles`)."""
+DENSE_IDENTITY: Final[dict[str, Any]] = {
+    "dense_tile_cells": DENSE_TILE_CELLS,
+    "dense_prob_step": DENSE_PROB_STEP,
+    "dense_prob": "crop offsets",
+}
+"""The dense engine's settings that change a dense result: part of its identity and provenance."""
 Mode = Literal["exact", "dense"]
 
 METHOD_FIELDS: Final = ("cam", "step", "sigma", "threshold")
@@ -102,7 +113,7 @@ class MethodParams(BaseModel):
     mode: Mode = Field(
         default="exact",
         description="exact: the paper's sliding windows; dense: maps from one pass (windows every 32 px), "
-        f"probabilities from crops every {DENSE_PROB_STEP} px.",
+        f"probabilities corrected by crops every {DENSE_PROB_STEP} px.",
     )
     scorecam_top_k: TopK | None = Field(
         default=None,
@@ -185,4 +196,4 @@ class SegmentParams(MethodParams):
         """The fields that change what is computed (provenance and sharing out left out), for a result's
         key."""
         fields = self.model_dump(exclude={"defaults_from", "parallel"})
-        return {**fields, "dense_prob_step": DENSE_PROB_STEP} if self.mode == "dense" else fields
+        return {**fields, **DENSE_IDENTITY} if self.mode == "dense" else fields

@@ -110,6 +110,13 @@ def _sweep_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     add_scorecam_options(p, skip_help="a row's heat error < this; not exact")
+    p.add_argument(
+        "--scorecam-steps",
+        nargs="+",
+        type=positive_int,
+        default=None,
+        help="the ScoreCAM rows' steps, some of --steps (default: all of them)",
+    )
 
 
 def _engine_options(p: argparse.ArgumentParser) -> None:
@@ -262,6 +269,7 @@ def eval_params(args: argparse.Namespace, *, device_precision: Precision) -> Eva
         precision=args.precision or device_precision,
         scorecam_top_k=args.scorecam_top_k,
         scorecam_skip_below=args.scorecam_skip_below,
+        scorecam_steps=None if args.scorecam_steps is None else tuple(args.scorecam_steps),
         n_bins=args.bins,
         panels=not args.no_panels,
     )

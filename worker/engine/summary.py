@@ -12,7 +12,7 @@ from worker.engine.windows import WindowGrid
 from worker.io.checkpoint import LoadedModel
 from worker.io.export import ExportResult
 from worker.io.mosaic import Mosaic
-from worker.params import DENSE_PROB_STEP, SegmentParams
+from worker.params import DENSE_IDENTITY, SegmentParams
 from worker.plan import Plan
 from worker.provenance import package_version
 
@@ -112,7 +112,7 @@ def method_provenance(params: SegmentParams, threshold: float) -> dict[str, dict
         for key, value in values.items()
     }
     if params.mode == "dense":
-        method["dense_prob_step"] = {"value": DENSE_PROB_STEP, "source": "engine"}
+        method.update({key: {"value": value, "source": "engine"} for key, value in DENSE_IDENTITY.items()})
     return method
 
 

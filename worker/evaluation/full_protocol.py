@@ -71,7 +71,10 @@ def plan(args: argparse.Namespace) -> list[Step]:
     threads = [] if args.threads is None else ["--threads", str(args.threads)]
     rcmseg = ["rcmseg"]
     grid = ["--steps", "25", "50", "100"]  # sigmas: the evaluate default, none and 1, 2.5, 5 ... 10
-    cams = ["--cams", *args.cams, *(SCORECAM_OPTIONS if "scorecam" in args.cams else ())]
+    scorecam = [*SCORECAM_OPTIONS]
+    if args.scorecam_steps is not None:
+        scorecam += ["--scorecam-steps", *map(str, args.scorecam_steps)]
+    cams = ["--cams", *args.cams, *(scorecam if "scorecam" in args.cams else ())]
     return [
         Step(
             "phantoms",
@@ -328,6 +331,8 @@ def estimate(args: argparse.Namespace) -> list[tuple[str, float, str]]:
 def rerun_command(args: argparse.Namespace) -> list[str]:
     """The command line that reruns this protocol, as the generated page quotes it."""
     cams = ["--cams", *args.cams] if args.cams != ["cam", "scorecam"] else []
+    if args.scorecam_steps is not None and "scorecam" in args.cams:
+        cams += ["--scorecam-steps", *map(str, args.scorecam_steps)]
     module = ["python", "-m", "worker.evaluation.full_protocol"]
     return [*module, "--root", str(args.root), "--difficulty", args.difficulty, *cams]
 
@@ -346,6 +351,14 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("cam", "scorecam"),
         default=["cam", "scorecam"],
         help="the sweeps' CAM methods (both; the card's defaults come from the CAM rows either way)",
+    )
+    p.add_argument(
+        "--scorecam-steps",
+        nargs="+",
+        type=int,
+        choices=(25, 50, 100),
+        default=None,
+        help="the ScoreCAM rows' steps (default: 25 50 100; fewer where the device's time does not allow)",
     )
     p.add_argument("--doc", type=Path, default=DOC, help="benchmark page to write (docs/results/...)")
     p.add_argument(

@@ -38,7 +38,8 @@ PREVIEW_SIDE = 512
 @dataclass(frozen=True, kw_only=True)
 class EvalParams:
     """What to evaluate. Sigmas are in units of the output stride; ScoreCAM speed options apply to every
-    ScoreCAM row (both off: exact); ``bootstrap`` resamples (0: none)."""
+    ScoreCAM row (both off: exact), and ``scorecam_steps`` (None: ``steps``) are the steps of its rows;
+    ``bootstrap`` resamples (0: none)."""
 
     cams: tuple[CamMethod, ...] = ("cam", "scorecam")
     steps: tuple[int, ...] = DEFAULT_STEPS
@@ -49,8 +50,15 @@ class EvalParams:
     precision: Precision = "fp32"
     scorecam_top_k: int | None = None
     scorecam_skip_below: float = 0.0
+    scorecam_steps: tuple[int, ...] | None = None
     n_bins: int = DEFAULT_BINS
     panels: bool = True
+
+    def steps_of(self, cam: CamMethod) -> tuple[int, ...]:
+        """The exact steps swept for ``cam``."""
+        if cam == "scorecam" and self.scorecam_steps is not None:
+            return tuple(s for s in self.steps if s in self.scorecam_steps)
+        return self.steps
 
     def __post_init__(self) -> None:
         for name in ("cams", "steps", "sigma_units", "modes"):
@@ -61,6 +69,14 @@ class EvalParams:
                 raise InvalidParameter(f"{name} has duplicates: {list(values)}")
         if any(step < 1 for step in self.steps):
             raise InvalidParameter(f"steps must be >= 1 px, got {list(self.steps)}")
+        if self.scorecam_steps is not None:
+            if "scorecam" not in self.cams:
+                raise InvalidParameter("scorecam_steps needs 'scorecam' among the methods")
+            if not set(self.scorecam_steps) <= set(self.steps) or not self.scorecam_steps:
+                raise InvalidParameter(
+                    f"scorecam_steps must be some of the steps {list(self.steps)}, "
+                    f"got {list(self.scorecam_steps)}"
+                )
         if any(s is not None and not s > 0 for s in self.sigma_units):
             raise InvalidParameter(f"sigmas must be > 0 or none, got {list(self.sigma_units)}")
         if self.n_bins < 1 or self.n_bins % 50:
@@ -124,9 +140,8 @@ def plan_passes(params: EvalParams, stride: int) -> list[PassSpec]:
     out = []
     for mode in params.modes:
         cams = params.cams if mode == "exact" else ("cam",)
-        steps = params.steps if mode == "exact" else (DENSE_STRIDE,)
         for cam in cams:
-            for step in steps:
+            for step in params.steps_of(cam) if mode == "exact" else (DENSE_STRIDE,):
                 configs = tuple(
                     RunConfig(cam, mode, step, u, None if u is None else u * stride)
                     for u in params.sigma_units

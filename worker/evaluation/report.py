@@ -192,6 +192,7 @@ def build_report(
                 "top_k": params.scorecam_top_k,
                 "skip_below": params.scorecam_skip_below,
                 "exact": params.scorecam_top_k is None and params.scorecam_skip_below == 0,
+                "steps_px": list(params.steps_of("scorecam")),
             },
             "precision": params.precision,
             "device": result.device,

@@ -89,14 +89,15 @@ def dense_sweep(
     :func:`worker.engine.dense_tiles.dense_heatmap` makes for its one sigma.
     """
     padded = pad_to_cells(image, model.card.window)
+    options = options or DenseOptions()
     t0 = time.perf_counter()
-    cam = cam_grid(
-        padded, model, dtype=PRECISIONS[precision], options=options or DenseOptions(), progress=progress
-    )
+    cam = cam_grid(padded, model, dtype=PRECISIONS[precision], options=options, progress=progress)
     stats.seconds["network"] += time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    windows = DenseWindows.from_cam_grid(cam, padded, model, image.shape, dtype=PRECISIONS[precision])
+    windows = DenseWindows.from_cam_grid(
+        cam, padded, model, image.shape, options=options, dtype=PRECISIONS[precision]
+    )
     heats = [windows.heat(sigma) for sigma in sigmas]
     stats.total = stats.done = windows.count
     stats.skipped = windows.count - windows.kept

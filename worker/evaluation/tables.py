@@ -172,6 +172,9 @@ def _table2_notes(result: EvalResult, summaries: Sequence[RunSummary]) -> list[s
     """ScoreCAM's options, mosaics whose AUC is undefined, and the patch level."""
     params, notes = result.params, []
     if "scorecam" in params.cams:
+        if params.steps_of("scorecam") != params.steps:
+            steps = ", ".join(str(s) for s in params.steps_of("scorecam"))
+            notes.append(f"ScoreCAM rows at step {steps} px only (its other steps not run).")
         if params.scorecam_top_k is None and params.scorecam_skip_below == 0:
             notes.append("ScoreCAM rows are exact (every channel scored, no window skipped).")
         else:

@@ -105,7 +105,7 @@ def test_two_workers_give_the_one_worker_result(
     np.testing.assert_allclose(heat(bob, two), heat(alice, one), atol=1e-6, rtol=0)
     assert two["windows_total"] is not None and two["windows_done"] == two["windows_total"]
     summary = two["result"]["summary"]
-    # dense mode's bands are rows of 1024 px tiles: a 400 px mosaic has one (``parallel`` is a ceiling)
+    # dense mode's bands are rows of 1536 px tiles: a 400 px mosaic has one (``parallel`` is a ceiling)
     ran = [0] if params.get("mode") == "dense" else [0, 1]
     assert [b["band"] for b in summary["parallel"]["bands"]] == ran and two["parallel"] == len(ran)
     assert summary["windows"]["total"] == one["result"]["summary"]["windows"]["total"]

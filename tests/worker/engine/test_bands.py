@@ -53,8 +53,8 @@ def test_merged_bands_equal_one_run(
 ) -> None:
     model = load_model(tiny_model_dir)
     rng = np.random.default_rng(0)
-    # dense mode splits rows of 1024 px tiles: it needs a taller image for three bands
-    shape = (2100, 100) if values.get("mode") == "dense" else (300, 170)
+    # dense mode splits rows of 1536 px tiles: it needs a taller image for three bands
+    shape = (3100, 100) if values.get("mode") == "dense" else (300, 170)
     image = rng.integers(0, 255, shape, dtype=np.uint8)
     image[:40] = 0  # empty windows are skipped in every band alike
     params = SegmentParams(**values)  # type: ignore[arg-type]

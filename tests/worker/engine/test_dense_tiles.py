@@ -92,8 +92,9 @@ def test_dense_windows_take_their_probabilities_from_the_crops(tiny_model_dir: P
     image = np.random.default_rng(7).integers(1, 255, size=(STRIDE * 8, STRIDE * 8), dtype=np.uint8)
     padded = pad_to_cells(image, model.card.window)
     cam = cam_grid(padded, model, dtype=torch.float32, options=DenseOptions())
-    own = DenseWindows.from_cam_grid(cam, padded, model, image.shape, prob_step=None)
-    crops = DenseWindows.from_cam_grid(cam, padded, model, image.shape, prob_step=STRIDE, batch_size=4)
+    own = DenseWindows.from_cam_grid(cam, padded, model, image.shape, options=DenseOptions(prob_step=None))
+    every = DenseOptions(prob_step=STRIDE)
+    crops = DenseWindows.from_cam_grid(cam, padded, model, image.shape, options=every, batch_size=4)
     # with crops at every window position the probabilities are the exact pass's, not the dense ones
     _, _, logits = crop_logits(padded, model, step=STRIDE, dtype=torch.float32, batch_size=4)
     assert torch.allclose(crops.prob, torch.sigmoid(logits), atol=1e-6)
@@ -101,12 +102,41 @@ def test_dense_windows_take_their_probabilities_from_the_crops(tiny_model_dir: P
     assert torch.equal(own.lo, crops.lo) and torch.equal(own.hi, crops.hi)
 
 
-def test_the_crop_step_is_in_a_dense_results_identity_and_provenance() -> None:
+def test_crop_offsets_correct_the_dense_logits_between_crops(tiny_model_dir: Path) -> None:
+    model = load_model(tiny_model_dir)
+    image = np.random.default_rng(8).integers(1, 255, size=(STRIDE * 12, STRIDE * 12), dtype=np.uint8)
+    padded = pad_to_cells(image, model.card.window)
+    cam = cam_grid(padded, model, dtype=torch.float32, options=DenseOptions())
+    own = DenseWindows.from_cam_grid(cam, padded, model, image.shape, options=DenseOptions(prob_step=None))
+    step = 2 * STRIDE
+    offsets = DenseOptions(prob_step=step, prob_offset=True)
+    windows = DenseWindows.from_cam_grid(cam, padded, model, image.shape, options=offsets, batch_size=4)
+    ys, xs, logits = crop_logits(padded, model, step=step, dtype=torch.float32, batch_size=4)
+    dense, corrected = torch.logit(own.prob.double()), torch.logit(windows.prob.double())
+    nodes = np.ix_(ys // STRIDE, xs // STRIDE)
+    # at a crop the window's logit is the crop's own; halfway between two crops, the dense logit there
+    # moved by the mean of the two crops' corrections
+    assert torch.allclose(corrected[nodes], logits.double(), atol=1e-4)
+    offset = logits.double() - dense[nodes]
+    halfway = dense[1, 0] + (offset[0, 0] + offset[1, 0]) / 2
+    assert float(corrected[1, 0]) == pytest.approx(float(halfway), abs=1e-4)
+    assert not torch.allclose(corrected[1, 0], (logits[0, 0] + logits[1, 0]).double() / 2, atol=1e-3)
+
+
+def test_the_dense_engine_settings_are_in_a_dense_results_identity_and_provenance() -> None:
     from worker.engine.summary import method_provenance
-    from worker.params import DENSE_PROB_STEP
+    from worker.params import DENSE_IDENTITY
 
     dense = SegmentParams(mode="dense", sigma=20.0)  # type: ignore[arg-type]
-    assert dense.identity()["dense_prob_step"] == DENSE_PROB_STEP == DenseOptions().prob_step
-    assert "dense_prob_step" not in SegmentParams(sigma=20.0).identity()
-    assert method_provenance(dense, 0.5)["dense_prob_step"] == {"value": DENSE_PROB_STEP, "source": "engine"}
-    assert "dense_prob_step" not in method_provenance(SegmentParams(sigma=20.0), 0.5)
+    options = DenseOptions()
+    assert {
+        "dense_tile_cells": options.tile_cells,
+        "dense_prob_step": options.prob_step,
+        "dense_prob": "crop offsets" if options.prob_offset else "crops",
+    } == DENSE_IDENTITY
+    assert dense.identity().items() >= DENSE_IDENTITY.items()
+    assert not SegmentParams(sigma=20.0).identity().keys() & DENSE_IDENTITY.keys()
+    provenance = method_provenance(dense, 0.5)
+    assert provenance["dense_prob_step"] == {"value": options.prob_step, "source": "engine"}
+    assert provenance["dense_tile_cells"] == {"value": options.tile_cells, "source": "engine"}
+    assert not method_provenance(SegmentParams(sigma=20.0), 0.5).keys() & DENSE_IDENTITY.keys()

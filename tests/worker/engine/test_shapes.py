@@ -78,10 +78,10 @@ def test_dense_jobs_run_one_tile_shape(tmp_path: Path, model: LoadedModel) -> No
     params = SegmentParams(mode="dense", sigma=20.0, downsample=1)  # type: ignore[arg-type]
     predictor = Predictor.for_model(model, precision="fp32", batch_size=BATCH)
     crops = {(b, 1, 64, 64) for b in (1, 2, 4, 8)}  # the window crops that give the probabilities
-    assert predictor.input_shapes("dense") == {(1, 1, 1536, 1536)} | crops
-    for size in [(1600, 1700), (1900, 1650)]:  # more than one tile: every tile has the tile shape
+    assert predictor.input_shapes("dense") == {(1, 1, 2048, 2048)} | crops
+    for size in [(2100, 2200), (2400, 2150)]:  # more than one tile: every tile has the tile shape
         seen = job_shapes(model, tmp_path, size, params)
-        assert (1, 1, 1536, 1536) in seen and seen <= {(1, 1, 1536, 1536)} | crops, seen
+        assert (1, 1, 2048, 2048) in seen and seen <= {(1, 1, 2048, 2048)} | crops, seen
     small = job_shapes(model, tmp_path, (300, 250), params)  # smaller than a tile: one tile, the image
     assert predictor.input_shapes("dense", (300, 250)) == {(1, 1, 320, 256)} | crops
     assert (1, 1, 320, 256) in small and small <= {(1, 1, 320, 256)} | crops, small
@@ -91,7 +91,7 @@ def test_warm_up_runs_every_shape_of_every_mode(model: LoadedModel) -> None:
     predictor = Predictor.for_model(model, precision="fp32", batch_size=4, resident=True)
     with stem_inputs(model.net) as seen:
         seconds = predictor.warm_up()
-    expected = {(b, 1, 64, 64) for b in (1, 2, 4)} | {(1, 1, 1536, 1536)}
+    expected = {(b, 1, 64, 64) for b in (1, 2, 4)} | {(1, 1, 2048, 2048)}
     assert seen == expected and seconds > 0 and predictor.warm == {"exact", "dense", "scorecam"}
 
 

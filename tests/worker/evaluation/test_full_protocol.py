@@ -44,6 +44,11 @@ def test_every_step_is_a_command_rcmseg_accepts_and_the_sweep_is_the_paper_s(
         assert sweep.cams == ["cam"] and sweep.scorecam_top_k is None, step.name
     assert full_protocol.rerun_command(cam_only)[-2:] == ["--cams", "cam"]
     assert "--cams" not in full_protocol.rerun_command(full_protocol.build_parser().parse_args(argv))
+    fewer = full_protocol.build_parser().parse_args([*argv, "--scorecam-steps", "50", "100"])
+    for step in plan(fewer)[3:]:  # ScoreCAM rows at the steps given, CAM rows at all three
+        sweep = parser.parse_args(step.argv[1:])
+        assert sweep.steps == [25, 50, 100] and sweep.scorecam_steps == [50, 100], step.name
+    assert full_protocol.rerun_command(fewer)[-3:] == ["--scorecam-steps", "50", "100"]
 
 
 def test_a_training_step_is_done_only_when_the_card_holds_test_metrics(tmp_path: Path) -> None:

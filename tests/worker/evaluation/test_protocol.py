@@ -154,8 +154,14 @@ def test_plan_and_params(tiny_model_dir: Path) -> None:
     assert [c.sigma_px for c in passes[0].configs] == [None, 80.0]
     assert passes[-1].configs[1].key == "cam/dense/step32/sigma2.5"
     assert passes[-1].configs[1].method == "cam-dense"
+    fewer = plan_passes(EvalParams(steps=(25, 50, 100), scorecam_steps=(100, 50), sigma_units=(None,)), 32)
+    assert [(p.cam, p.step) for p in fewer] == [
+        ("cam", 25), ("cam", 50), ("cam", 100), ("scorecam", 50), ("scorecam", 100)
+    ]  # fmt: skip
     for bad in ({"sigma_units": (0.0,)}, {"steps": ()}, {"cams": ("scorecam",), "modes": ("dense",)},
-                {"scorecam_top_k": 0}, {"bootstrap": -1}, {"steps": (25, 25)}, {"n_bins": 75}):  # fmt: skip
+                {"scorecam_top_k": 0}, {"bootstrap": -1}, {"steps": (25, 25)}, {"n_bins": 75},
+                {"scorecam_steps": (75,)}, {"scorecam_steps": ()},
+                {"cams": ("cam",), "scorecam_steps": (25,)}):  # fmt: skip
         with pytest.raises(InvalidParameter):
             EvalParams(**bad)  # type: ignore[arg-type]
 
@@ -281,6 +287,7 @@ def test_evaluate_end_to_end(
         (["--split", "holdout"], "invalid choice"),
         (["--bins", "75"], "multiple of 50"),
         (["--steps", "0"], "must be >= 1"),
+        (["--scorecam-steps", "75"], "scorecam_steps must be some of the steps [25, 50, 100]"),
     ],
 )
 def test_bad_options_exit_2(
