@@ -238,3 +238,34 @@ def bootstrap(
         pooled_best_dice=dice_sweep(pooled, thresholds=thresholds, empty=params.empty_dice).best_dice,
         confidence=params.confidence,
     )
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """Run A minus run B on the same mosaics: pooled AUC and best Dice, each with the interval of the
+    difference over resamples that draw the same mosaics for both (``None`` where undefined)."""
+
+    auc: float | None
+    auc_ci: tuple[float, float] | None
+    best_dice: float | None
+    best_dice_ci: tuple[float, float] | None
+
+
+def paired_difference(
+    a: Sequence[ScoreHistogram], b: Sequence[ScoreHistogram], *, params: BootstrapParams | None = None
+) -> PairedDifference:
+    """A minus B with a paired bootstrap: ``a[m]`` and ``b[m]`` are the two runs' histograms of mosaic ``m``,
+    and one seed draws the same mosaics for both in every resample, so the interval is of the difference
+    itself, not of two independent estimates."""
+    if len(a) != len(b):
+        raise InvalidParameter(f"paired runs need the same mosaics, got {len(a)} and {len(b)}")
+    params = params or BootstrapParams()
+    ra, rb = bootstrap(a, params=params), bootstrap(b, params=params)
+    auc = None if ra.pooled_auc is None or rb.pooled_auc is None else ra.pooled_auc - rb.pooled_auc
+    dice_a, dice_b = ra.pooled_best_dice, rb.pooled_best_dice
+    return PairedDifference(
+        auc=auc,
+        auc_ci=_interval(ra.auc - rb.auc, params.confidence),
+        best_dice=None if dice_a is None or dice_b is None else dice_a - dice_b,
+        best_dice_ci=_interval(ra.best_dice - rb.best_dice, params.confidence),
+    )

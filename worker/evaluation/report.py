@@ -27,6 +27,7 @@ import numpy as np
 from models.metrics.dice import DICE_THRESHOLDS
 from models.metrics.patch import patch_metrics, patch_roc_curve
 from models.metrics.roc import ScoreHistogram
+from worker.evaluation.comparisons import comparison_lines
 from worker.evaluation.defaults import CHOICE_SPLIT, choose_defaults
 from worker.evaluation.figures import write_figures
 from worker.evaluation.metrics import RunSummary, best_runs, mosaic_dice, run_label, summarise
@@ -342,6 +343,10 @@ def benchmark_markdown(root: Path, *, command: str, difficulty: str) -> str:
         f"the validation threshold {chosen['defaults']['threshold']:g}).",
         "",
         _table_of(test_path),
+        "",
+        "## What the test split says (paired bootstrap)",
+        "",
+        *comparison_lines(val, test, read_histograms(test_path.parent / "histograms.npz")),
         "",
         "## Time per mosaic (test split)",
         "",

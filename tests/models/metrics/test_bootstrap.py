@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 
 from models.errors import InvalidParameter
-from models.metrics.bootstrap import BootstrapParams, bootstrap, resample_multiplicity, roc_on_grid
+from models.metrics.bootstrap import (
+    BootstrapParams,
+    bootstrap,
+    paired_difference,
+    resample_multiplicity,
+    roc_on_grid,
+)
 from models.metrics.dice import dice_sweep
 from models.metrics.roc import ScoreHistogram
 
@@ -161,3 +167,29 @@ def test_a_thousand_resamples_of_twenty_mosaics_is_fast() -> None:
     elapsed = time.process_time() - start
     assert result.auc.shape == (1000,)
     assert elapsed < 10.0, f"bootstrap took {elapsed:.1f} s of CPU"
+
+
+def test_a_paired_difference_resamples_the_same_mosaics_for_both_runs() -> None:
+    a = mosaics(8, seed=1)
+    rng = np.random.default_rng(2)
+    # run B: the same pixels with noisier scores, so it is worse on every mosaic
+    b = []
+    for h in mosaics(8, seed=1, n_bins=1000):
+        pos = np.repeat(np.arange(h.positive.size), h.positive) / 1000
+        neg = np.repeat(np.arange(h.negative.size), h.negative) / 1000
+        scores = np.clip(np.concatenate([pos, neg]) + rng.normal(0, 0.3, pos.size + neg.size), 0, 1)
+        labels = np.concatenate([np.ones(pos.size, bool), np.zeros(neg.size, bool)])
+        b.append(ScoreHistogram(1000).add(scores, labels))
+    params = BootstrapParams(n_resamples=50, seed=3)
+    same = paired_difference(a, a, params=params)
+    assert same.auc == 0 and same.auc_ci == (0.0, 0.0) and same.best_dice_ci == (0.0, 0.0)
+    diff = paired_difference(a, b, params=params)
+    pooled = sum(a[1:], a[0].copy()), sum(b[1:], b[0].copy())
+    assert diff.auc == pytest.approx(pooled[0].auc() - pooled[1].auc())
+    assert diff.auc_ci is not None and 0 < diff.auc_ci[0] <= diff.auc <= diff.auc_ci[1]
+    # each resample's difference is of the same draw of mosaics in both runs
+    weights = resample_multiplicity(8, 50, 3)
+    by_hand = [resampled(a, w).auc() - resampled(b, w).auc() for w in weights]
+    assert diff.auc_ci == pytest.approx(tuple(np.percentile(by_hand, [2.5, 97.5])))
+    with pytest.raises(InvalidParameter, match="same mosaics"):
+        paired_difference(a, b[:7], params=params)

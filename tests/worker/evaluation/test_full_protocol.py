@@ -94,3 +94,18 @@ def test_the_benchmark_page_comes_from_the_two_reports(
         assert f"| {key} |" in page
     met = 0.92 <= test["patch_level"]["auc"] <= 0.97
     assert ("NOT met" in page) == (not met)
+    # the paper's questions: each side the validation's first of its kind, the difference on test
+    section = page[page.index("## What the test split says") : page.index("## Time per mosaic")]
+    pooled = {r["key"]: r["pooled"] for r in test["runs"]}
+    ranked = {
+        step: max(
+            (r for r in val["runs"] if r["step_px"] == step),
+            key=lambda r: (round(r["pooled"]["best_dice"], 3), round(r["pooled"]["auc"], 3)),
+        )["key"]
+        for step in (64, 128)
+    }
+    row = next(line for line in section.splitlines() if line.startswith("| CAM: step 64 against step 128 |"))
+    difference = pooled[ranked[64]]["auc"] - pooled[ranked[128]]["auc"]
+    assert f"| {difference:+.3f} (" in row, row
+    assert "CAM, step 64: Gaussian against plain averaging" in section
+    assert "ScoreCAM" not in section  # no ScoreCAM rows were run
