@@ -6,7 +6,8 @@
 
 ``rcmseg evaluate`` runs once per precision (fp32 and ``--precisions``: bf16, fp16) on the same mosaics,
 with one CAM row (the model card's defaults unless ``--step``/``--sigma`` say otherwise) and no bootstrap,
-each into ``OUT/<precision>`` (a finished one is reused, an unfinished one resumed).
+each into ``OUT/<precision>`` (``OUT/<precision>-firstN`` with ``--max-mosaics N``; a finished one is
+reused, an unfinished one resumed).
 
 Reported per precision: the pooled pixel AUC, the best Dice and its threshold, the Dice at the card's
 threshold and the seconds; for each reduced precision, its differences from fp32, unrounded. Phantoms with
@@ -76,7 +77,7 @@ def main() -> int:
     sigma_units = "none" if sigma == "none" else f"{float(sigma) / stride:g}"
     results: dict[str, Any] = {}
     for precision in ("fp32", *args.precisions):
-        out = args.out / precision
+        out = args.out / (precision if args.max_mosaics is None else f"{precision}-first{args.max_mosaics}")
         argv = [
             sys.executable, "-m", "app.cli", "evaluate", "--model", str(args.model),
             "--mosaics", str(args.mosaics), "--split", args.split, "--out", str(out),

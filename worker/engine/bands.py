@@ -35,7 +35,7 @@ import torch
 from models.cam.scorecam import ScoreCamCounts, ScoreCamParams
 from models.errors import InvalidParameter
 from models.precision import PRECISIONS
-from worker.engine.dense_tiles import STRIDE, DenseOptions, DenseWindows, cam_grid, pad_to_cells
+from worker.engine.dense_tiles import STRIDE, DenseOptions, DenseWindows, cam_grid, core_ranges, pad_to_cells
 from worker.engine.device import RunOptions
 from worker.engine.network_pass import WindowStats
 from worker.engine.predictor import Predictor
@@ -85,12 +85,10 @@ def plan_dense_bands(
 ) -> list[Band]:
     """Dense mode: rows of tiles in ``parallel`` bands; ``y0:y1`` are the cell rows each one computes."""
     padded_h = math.ceil(max(height, window) / STRIDE) * STRIDE
-    hc = padded_h // STRIDE
-    core = options.tile_cells
-    tile_rows = math.ceil(hc / core)
+    cores = core_ranges(padded_h // STRIDE, options)
     return [
-        Band(index=i, y0=a * core, y1=min(b * core, hc), first=a, end=b)
-        for i, (a, b) in enumerate(_split(tile_rows, parallel))
+        Band(index=i, y0=cores[a][0], y1=cores[b - 1][1], first=a, end=b)
+        for i, (a, b) in enumerate(_split(len(cores), parallel))
     ]
 
 

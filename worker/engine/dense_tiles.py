@@ -80,6 +80,16 @@ def _tile_span(start: int, cells: int, span: int, halo: int) -> tuple[int, int]:
     return first, min(first + span, cells)
 
 
+def core_ranges(cells: int, options: DenseOptions) -> list[tuple[int, int]]:
+    """The cores (first, end cell) of the tiles along an axis of ``cells`` cells: one tile of the whole axis
+    where it fits in one tile with its halo (a 1750 px phantom), else a core every ``tile_cells`` (each
+    tile's span then moved inward at the edge by :func:`_tile_span`)."""
+    core = options.tile_cells
+    if cells <= core + 2 * options.halo_cells:
+        return [(0, cells)]
+    return [(r, min(r + core, cells)) for r in range(0, cells, core)]
+
+
 def tile_shape(height: int, width: int, window: int, options: DenseOptions) -> tuple[int, int]:
     """The one (height, width) in pixels of every tile of an image of this size: a core with its halo,
     or the image padded to cells where it is smaller."""
@@ -109,18 +119,18 @@ def cam_grid(
     weight, _ = classifier_weight(net)
     hc, wc = image.shape[0] // STRIDE, image.shape[1] // STRIDE
     out = torch.zeros((hc, wc), dtype=torch.float32)
-    core, halo = options.tile_cells, options.halo_cells
-    tiles = [(r, c) for r in range(0, hc, core) for c in range(0, wc, core)]
+    span, halo = options.tile_cells + 2 * options.halo_cells, options.halo_cells
+    rows = list(enumerate(core_ranges(hc, options)))
     if tile_rows is not None:
-        tiles = [(r, c) for r, c in tiles if tile_rows[0] <= r // core < tile_rows[1]]
+        rows = [(i, r) for i, r in rows if tile_rows[0] <= i < tile_rows[1]]
+    tiles = [(r, c) for _, r in rows for c in core_ranges(wc, options)]
     context = windowed_squeeze_excite(net, card.window) if options.windowed_se else nullcontext()
     with context, torch.inference_mode():
-        for n, (r, c) in enumerate(tiles):
+        for n, ((r, r1), (c, c1)) in enumerate(tiles):
             if should_cancel is not None and should_cancel():
                 raise JobCanceled("canceled between tiles")
-            r1, c1 = min(r + core, hc), min(c + core, wc)
-            top, bottom = _tile_span(r, hc, core + 2 * halo, halo)
-            left, right = _tile_span(c, wc, core + 2 * halo, halo)
+            top, bottom = _tile_span(r, hc, span, halo)
+            left, right = _tile_span(c, wc, span, halo)
             block = image[top * STRIDE : bottom * STRIDE, left * STRIDE : right * STRIDE]
             tile = torch.from_numpy(np.ascontiguousarray(block))[None]
             x = normalise_input(tile.to(device), card.mean, card.std)

@@ -32,8 +32,8 @@ def _ranked_first(runs: Sequence[Mapping[str, Any]], prefix: str, *, gaussian: b
     decimals as the card's rule); ``gaussian``: Gaussian rows only."""
 
     def score(run: Mapping[str, Any]) -> tuple[float, float]:
-        pooled = run["pooled"]
-        return round(pooled["best_dice"] or -1.0, 3), round(pooled["auc"] or -1.0, 3)
+        dice, auc = run["pooled"]["best_dice"], run["pooled"]["auc"]
+        return (-1.0 if dice is None else round(dice, 3)), (-1.0 if auc is None else round(auc, 3))
 
     found = [r for r in runs if r["key"].startswith(prefix) and not (gaussian and r["sigma_units"] is None)]
     return max(found, key=score)["key"] if found else None
@@ -99,7 +99,7 @@ def comparison_lines(
         "|---|---|---|---:|---|---:|---|",
     ]
     for q in questions(val["runs"], val["chosen_defaults"]["run"], list(histograms)):
-        if q.a not in histograms or q.b not in histograms or q.a == q.b:
+        if not {q.a, q.b} <= histograms.keys() & labels.keys() or q.a == q.b:
             continue
         d: PairedDifference = paired_difference(histograms[q.a], histograms[q.b], params=params)
         side = [

@@ -285,6 +285,12 @@ def _timing_rows(report: dict[str, Any]) -> list[str]:
     return rows
 
 
+def _comparisons(val: dict[str, Any], test: dict[str, Any], histograms: Path) -> list[str]:
+    if not histograms.is_file():
+        return [f"Not computed: `{histograms}` is missing (the test run had --no-histograms)."]
+    return comparison_lines(val, test, read_histograms(histograms))
+
+
 def benchmark_markdown(root: Path, *, command: str, difficulty: str) -> str:
     """docs/results/phantom-benchmark.md from the validation and test reports under ``root``
     (``eval-val`` and ``eval-test``, as :mod:`worker.evaluation.full_protocol` writes them)."""
@@ -346,7 +352,7 @@ def benchmark_markdown(root: Path, *, command: str, difficulty: str) -> str:
         "",
         "## What the test split says (paired bootstrap)",
         "",
-        *comparison_lines(val, test, read_histograms(test_path.parent / "histograms.npz")),
+        *_comparisons(val, test, test_path.parent / "histograms.npz"),
         "",
         "## Time per mosaic (test split)",
         "",

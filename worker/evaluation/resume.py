@@ -34,6 +34,7 @@ from worker.datasets.table import PatchTable
 from worker.evaluation.protocol import EvalParams, PassRecord, PassSpec
 from worker.io.checkpoint import LoadedModel
 from worker.io.files import file_sha256
+from worker.params import DENSE_IDENTITY
 
 log = logging.getLogger(__name__)
 
@@ -129,16 +130,17 @@ class ResultStore:
 
     def pass_fingerprint(self, spec: PassSpec, mosaic: AnnotatedMosaic) -> str:
         p = self.params
-        return _digest(
-            {
-                "model": self.model,
-                "mosaic": self._mosaic(mosaic),
-                "pass": [spec.cam, spec.mode, spec.step, spec.sigmas_px],
-                "precision": p.precision,
-                "scorecam": [p.scorecam_top_k, p.scorecam_skip_below] if spec.cam == "scorecam" else None,
-                "n_bins": p.n_bins,
-            }
-        )
+        payload: dict[str, Any] = {
+            "model": self.model,
+            "mosaic": self._mosaic(mosaic),
+            "pass": [spec.cam, spec.mode, spec.step, spec.sigmas_px],
+            "precision": p.precision,
+            "scorecam": [p.scorecam_top_k, p.scorecam_skip_below] if spec.cam == "scorecam" else None,
+            "n_bins": p.n_bins,
+        }
+        if spec.mode == "dense":  # the dense engine's settings (exact passes keep their fingerprints)
+            payload["dense"] = DENSE_IDENTITY
+        return _digest(payload)
 
     def pass_path(self, spec: PassSpec, mosaic: AnnotatedMosaic) -> Path:
         return self.folder / f"{spec.cam}-{spec.mode}-step{spec.step}" / f"{mosaic.name}.npz"

@@ -13,6 +13,7 @@ from worker.engine.dense_tiles import (
     DenseOptions,
     DenseWindows,
     cam_grid,
+    core_ranges,
     crop_logits,
     interpolate_logits,
     pad_to_cells,
@@ -27,7 +28,7 @@ from worker.params import SegmentParams
 @pytest.fixture(scope="module")
 def image() -> np.ndarray:
     rng = np.random.default_rng(3)
-    return rng.integers(0, 255, size=(STRIDE * 10, STRIDE * 13), dtype=np.uint8)
+    return rng.integers(0, 255, size=(STRIDE * 22, STRIDE * 25), dtype=np.uint8)  # wider than 3 + 2 x 8 cells
 
 
 def _grid(image: np.ndarray, model_dir: Path, **options: int) -> torch.Tensor:
@@ -38,9 +39,30 @@ def _grid(image: np.ndarray, model_dir: Path, **options: int) -> torch.Tensor:
 def test_tiles_with_a_wide_halo_equal_one_pass(image: np.ndarray, tiny_model_dir: Path) -> None:
     whole = _grid(image, tiny_model_dir, tile_cells=100, halo_cells=0)
     tiled = _grid(image, tiny_model_dir, tile_cells=3, halo_cells=8)
-    assert whole.shape == tiled.shape == (10, 13)
+    assert whole.shape == tiled.shape == (22, 25)
     scale = float(whole.abs().max())
     assert float((whole - tiled).abs().max()) < 1e-4 * scale
+
+
+def test_an_axis_that_fits_one_tile_with_its_halo_is_one_tile(
+    image: np.ndarray, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    options = DenseOptions()
+    span = options.tile_cells + 2 * options.halo_cells
+    assert core_ranges(55, options) == [(0, 55)]  # a 1750 px phantom
+    assert core_ranges(span, options) == [(0, span)]
+    assert core_ranges(span + 1, options) == [(0, 48), (48, span + 1)]
+    assert core_ranges(94, options) == [(0, 48), (48, 94)]  # a 12k mosaic's 3000 px processing image
+    model = load_model(tiny_model_dir)
+    calls: list[tuple[int, ...]] = []
+    forward = model.net.forward_features
+    monkeypatch.setattr(model.net, "forward_features", lambda x: calls.append(tuple(x.shape)) or forward(x))
+    wide = DenseOptions(tile_cells=20, halo_cells=3)  # 22 x 25 cells: one tile of 26 cells and its halo
+    cam_grid(image, model, dtype=torch.float32, options=wide)
+    assert calls == [(1, 1, 22 * STRIDE, 25 * STRIDE)]
+    calls.clear()
+    cam_grid(image, model, dtype=torch.float32, options=DenseOptions(tile_cells=10, halo_cells=2))
+    assert len(calls) == 3 * 3 and set(calls) == {(1, 1, 14 * STRIDE, 14 * STRIDE)}
 
 
 def test_tiles_without_a_halo_show_their_seams(image: np.ndarray, tiny_model_dir: Path) -> None:

@@ -118,6 +118,7 @@ def test_a_changed_parameter_redoes_only_the_results_it_touches(
     tiny_model_dir: Path,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     out = tmp_path / "run"
     common = [str(tiny_model_dir), "--no-panels", "--max-mosaics", "2"]
@@ -146,6 +147,16 @@ def test_a_changed_parameter_redoes_only_the_results_it_touches(
     assert all(third[n] != first[n] for n in first if n != "patches.npz")
     report = json.loads((out / "report.json").read_text())
     assert report["timings"]["reused"] == ["patches"]
+
+    # Other dense engine settings (tiles, crops) change the dense pass only.
+    both = [*common, "--steps", "64", "--sigmas", "none", "2", "--mode", "both"]
+    assert main(evaluate_args(dataset, out, *both)) == 0
+    fourth = kept_files(out)
+    monkeypatch.setattr("worker.evaluation.resume.DENSE_IDENTITY", {"dense_prob_step": 1})
+    assert main(evaluate_args(dataset, out, *both)) == 0
+    fifth = kept_files(out)
+    changed = sorted(n for n in fifth if fifth[n] != fourth.get(n))
+    assert changed == ["cam-dense-step32/m0.npz", "cam-dense-step32/m1.npz"], changed
 
     # A folder that holds something else is still refused.
     other = tmp_path / "other"
