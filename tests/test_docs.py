@@ -89,6 +89,8 @@ QUOTED = (
     Quoted("docs/phantom.md", "(12 x 4938 windows)", 4938, PHANTOM_PX, (25, 50, 100)),
     Quoted("docs/phantom.md", "step-25 mosaic (3721 windows", 3721, PHANTOM_PX, (25,)),
     Quoted("docs/phantom.md", "89 % of 512 windows of two", 512, PHANTOM_PX, (100,), mosaics=2),
+    Quoted("docs/phantom.md", "top 8 at step 100 (6 x 256 windows)", 256, PHANTOM_PX, (100,)),
+    Quoted("docs/phantom.md", "top 8 at step 100 (12 x 256 windows)", 256, PHANTOM_PX, (100,)),
     # the tiny test model's 64 px windows on the real 1024 px tile at 0.5 um/px (reduced 4x)
     Quoted("docs/viewer.md", "threshold 0.3 and pixel size 0.5 µm (169 windows)", 169, 1024, (16,), 64, 4),
 )
