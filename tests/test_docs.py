@@ -84,6 +84,7 @@ QUOTED = (
     Quoted("docs/engine.md", "CAM step 25 (961 windows)", 961, 1000, (25,)),
     Quoted("docs/engine.md", "ScoreCAM top-16 step 100 (81 windows)", 81, 1000, (100,)),
     Quoted("docs/engine.md", "exact, step 32 (2304 windows a mosaic)", 2304, PHANTOM_PX, (32,)),
+    Quoted("docs/engine.md", "(169 windows every 128 px", 169, PHANTOM_PX, (128,)),
     Quoted("docs/engine.md", "(600 x 600 processing pixels, 64 windows", 64, 2400, (50,), downsample=4),
     Quoted("docs/phantom.md", "(6 x 4938 windows)", 4938, PHANTOM_PX, (25, 50, 100)),
     Quoted("docs/phantom.md", "(12 x 4938 windows)", 4938, PHANTOM_PX, (25, 50, 100)),
