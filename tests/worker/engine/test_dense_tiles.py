@@ -21,7 +21,7 @@ from worker.engine.dense_tiles import (
 from worker.engine.network_pass import WindowStats
 from worker.engine.predictor import Predictor
 from worker.engine.windows import WindowGrid
-from worker.io.checkpoint import load_model
+from worker.io.checkpoint import LoadedModel, load_model
 from worker.params import SegmentParams
 
 
@@ -109,14 +109,23 @@ def test_logit_interpolation_is_exact_at_the_nodes_and_linear_between() -> None:
     assert float(dense[1, 0]) == pytest.approx(float(middle), abs=1e-5)
 
 
-def test_dense_windows_take_their_probabilities_from_the_crops(tiny_model_dir: Path) -> None:
-    model = load_model(tiny_model_dir)
-    image = np.random.default_rng(7).integers(1, 255, size=(STRIDE * 8, STRIDE * 8), dtype=np.uint8)
+def _without_crops(
+    model: LoadedModel, cells: int, seed: int
+) -> tuple[np.ndarray, torch.Tensor, DenseWindows]:
+    """A random image of ``cells`` x ``cells`` cells (padded), its cell grid, and its dense windows with
+    the dense features' own probabilities."""
+    image = np.random.default_rng(seed).integers(1, 255, size=(STRIDE * cells,) * 2, dtype=np.uint8)
     padded = pad_to_cells(image, model.card.window)
     cam = cam_grid(padded, model, dtype=torch.float32, options=DenseOptions())
     own = DenseWindows.from_cam_grid(cam, padded, model, image.shape, options=DenseOptions(prob_step=None))
+    return padded, cam, own
+
+
+def test_dense_windows_take_their_probabilities_from_the_crops(tiny_model_dir: Path) -> None:
+    model = load_model(tiny_model_dir)
+    padded, cam, own = _without_crops(model, 8, seed=7)
     every = DenseOptions(prob_step=STRIDE)
-    crops = DenseWindows.from_cam_grid(cam, padded, model, image.shape, options=every, batch_size=4)
+    crops = DenseWindows.from_cam_grid(cam, padded, model, padded.shape, options=every, batch_size=4)
     # with crops at every window position the probabilities are the exact pass's, not the dense ones
     _, _, logits = crop_logits(padded, model, step=STRIDE, dtype=torch.float32, batch_size=4)
     assert torch.allclose(crops.prob, torch.sigmoid(logits), atol=1e-6)
@@ -126,13 +135,10 @@ def test_dense_windows_take_their_probabilities_from_the_crops(tiny_model_dir: P
 
 def test_crop_offsets_correct_the_dense_logits_between_crops(tiny_model_dir: Path) -> None:
     model = load_model(tiny_model_dir)
-    image = np.random.default_rng(8).integers(1, 255, size=(STRIDE * 12, STRIDE * 12), dtype=np.uint8)
-    padded = pad_to_cells(image, model.card.window)
-    cam = cam_grid(padded, model, dtype=torch.float32, options=DenseOptions())
-    own = DenseWindows.from_cam_grid(cam, padded, model, image.shape, options=DenseOptions(prob_step=None))
+    padded, cam, own = _without_crops(model, 12, seed=8)
     step = 2 * STRIDE
     offsets = DenseOptions(prob_step=step, prob_offset=True)
-    windows = DenseWindows.from_cam_grid(cam, padded, model, image.shape, options=offsets, batch_size=4)
+    windows = DenseWindows.from_cam_grid(cam, padded, model, padded.shape, options=offsets, batch_size=4)
     ys, xs, logits = crop_logits(padded, model, step=step, dtype=torch.float32, batch_size=4)
     dense, corrected = torch.logit(own.prob.double()), torch.logit(windows.prob.double())
     nodes = np.ix_(ys // STRIDE, xs // STRIDE)
